@@ -1,0 +1,307 @@
+"""Typed run configuration: YAML files -> dataclasses, with CLI overrides and strict key checking.
+
+A config is a tree of dataclasses. ``load_config`` reads a YAML file (optionally a preset
+name from ``configs/``), applies ``key.path=value`` overrides and validates everything into
+:class:`RunConfig`; unknown keys are rejected with a message that names them (and suggests
+the closest valid key), so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+_SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the key path."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is turned into training tensors."""
+
+    dataset: str = "demo"  # folder / csv / yaml path, or "demo" for the built-in data
+    root: str | None = None  # base for relative dataset paths (``--data-root``)
+    classes: list[str] | None = None  # class names incl. background; inferred when None
+    image_size: list[int] = field(default_factory=lambda: [96, 96])  # training size (H, W[, D])
+    resize: bool = True  # True: resize whole images to image_size; False: random crops + sliding window
+    normalize: str = "auto"  # auto | unit (x/255) | zscore | none
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    unlabeled_split: str | None = "unlabeled"
+    unlabeled: str | None = None  # extra folder/dataset of unlabeled images
+    labeled: float | None = None  # int >= 1: number of labeled groups (first in order); fraction < 1: of groups
+    split_sizes: dict[str, float] | None = None  # used when the data has no predefined splits
+    split_seed: int = 0
+    augment: bool = True
+    max_cases: int | None = None  # cap per split, for smoke tests
+
+
+@dataclass
+class ModelConfig:
+    """Segmentation network; see :func:`qgseg.models.build_segmenter`."""
+
+    name: str = "unet"  # unet | unet++ | attention-unet | swin-unetr | segresnet
+    features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    dropout: float = 0.0
+    pretrained: str | None = None  # local weight file (.pt/.safetensors)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule of the shared training engine."""
+
+    iterations: int = 2000
+    batch_size: int = 8
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "poly"  # poly | cosine | constant
+    warmup: int = 0
+    val_every: int = 200
+    checkpoint_every: int | None = None  # default: val_every
+    early_stop_patience: int | None = None  # in validations without improvement
+    ema: float | None = None  # EMA decay of the weights used for validation, e.g. 0.99
+    loss: str = "dice_ce"  # dice_ce | ce | dice
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class RuntimeConfig:
+    """Lightning Fabric settings."""
+
+    accelerator: str = "auto"  # cpu | gpu | cuda | mps | auto
+    devices: Union[int, str] = 1
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    num_nodes: int = 1
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and prediction."""
+
+    overlays: int = 4  # number of overlay PNGs written
+    sw_batch_size: int = 4
+    sw_overlap: float = 0.25
+
+
+@dataclass
+class QualityConfig:
+    """Quality predictor (phase 1)."""
+
+    depth: int = 18
+    width: list[int] | None = None  # ResNet block widths; None = standard (64,128,256,512)
+    image_size: list[int] | None = None  # predictor input size; default data.image_size
+    masks_per_image: int = 10
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "smoothl1"  # smoothl1 | mse
+    val_every_epochs: int = 1
+    early_stop_patience: int | None = None
+    probabilities: dict[str, float] | None = None  # sampler category probabilities
+    soft_fraction: float = 0.15
+    balance_bins: int | None = None
+    weak_epochs: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 15, 20])
+    weak_model: str | None = None  # default: model.name
+    weak_iterations_per_epoch: int | None = None  # default: labeled cases / batch size
+    weak_probability: float = 0.15
+    pretrained: str | None = None
+    eval_masks_per_image: int = 5
+    eval_seed: int = 1234
+
+
+@dataclass
+class RunConfig:
+    """A whole run: what ``qgseg train`` / ``qgseg demo`` consume and save as ``config.yaml``."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check_value(value: Any, tp: Any, path: str) -> Any:
+    """Coerce/validate ``value`` against the annotation ``tp``; raise ConfigError naming ``path``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{path}: {value!r} does not match {tp}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_value(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {_check_value(k, key_tp, path): _check_value(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value) if not isinstance(value, int) else value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        msgs = []
+        for key in unknown:
+            full = f"{path}.{key}" if path else key
+            close = difflib.get_close_matches(key, names, n=1)
+            msgs.append(full + (f" (did you mean '{close[0]}'?)" if close else ""))
+        section = path or "top level"
+        raise ConfigError(f"unknown config key(s) in {section}: {', '.join(msgs)}; valid keys: {', '.join(names)}")
+    kwargs = {k: _check_value(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.lr=3e-4`` -> ("train.lr", 0.0003); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value):  # PyYAML reads 3e-4 as a string
+        value = float(value)
+    return key.strip(), value
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a preset in ``configs/`` (``demo`` -> configs/demo.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    raise ConfigError(f"config '{name_or_path}' not found: not a file, and not a preset ({', '.join(presets) or 'none'})")
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from a YAML path / preset name / dict, then apply overrides."""
+    if source is None:
+        tree: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        tree = dict(source)
+    else:
+        path = resolve_config_path(source)
+        with open(path) as fh:
+            try:
+                tree = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    cfg = from_dict(RunConfig, tree)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    choices = {
+        "train.optimizer": (cfg.train.optimizer, {"adamw", "sgd"}),
+        "train.schedule": (cfg.train.schedule, {"poly", "cosine", "constant"}),
+        "train.loss": (cfg.train.loss, {"dice_ce", "ce", "dice"}),
+        "data.normalize": (cfg.data.normalize, {"auto", "unit", "zscore", "none"}),
+        "quality.loss": (cfg.quality.loss, {"smoothl1", "mse"}),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: '{value}' is not one of {sorted(allowed)}")
+    if cfg.train.iterations < 1:
+        raise ConfigError("train.iterations must be >= 1")
+    if cfg.train.batch_size < 1:
+        raise ConfigError("train.batch_size must be >= 1")
+    if cfg.train.val_every < 1:
+        raise ConfigError("train.val_every must be >= 1")
+    if len(cfg.data.image_size) not in (2, 3):
+        raise ConfigError(f"data.image_size must have 2 or 3 entries, got {cfg.data.image_size}")
+    if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
+        raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        yaml.safe_dump(to_dict(cfg), fh, sort_keys=False)

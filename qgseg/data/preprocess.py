@@ -1,0 +1,137 @@
+"""From :class:`Case` arrays to network tensors and back: normalisation and resizing.
+
+Training, validation, prediction and quality scoring all go through these functions, so a
+model always sees its inputs prepared the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .case import Case
+
+
+def resolve_normalize(mode: str, case: Case) -> str:
+    """``auto``: 8-bit images (photos, dermoscopy, endoscopy) -> ``unit``; anything else -> ``zscore``."""
+    if mode != "auto":
+        return mode
+    return "unit" if str(case.meta.get("dtype", "")) in ("uint8", "bool") else "zscore"
+
+
+def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:
+    """Normalise a channels-first image; z-score is per channel over the whole case."""
+    image = image.astype(np.float32, copy=False)
+    if mode == "unit":
+        return image / 255.0
+    if mode == "zscore":
+        axes = tuple(range(1, image.ndim))
+        mean = image.mean(axis=axes, keepdims=True)
+        std = image.std(axis=axes, keepdims=True)
+        return (image - mean) / np.maximum(std, 1e-6)
+    if mode == "none":
+        return image
+    raise ValueError(f"unknown normalisation '{mode}'")
+
+
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize a (B, C, *spatial) float tensor (bilinear / trilinear)."""
+    size = tuple(int(s) for s in size)
+    if tuple(image.shape[2:]) == size:
+        return image
+    mode = "bilinear" if image.ndim == 4 else "trilinear"
+    return F.interpolate(image, size=size, mode=mode, align_corners=False)
+
+
+def resize_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize a (B, *spatial) integer label map with nearest neighbour."""
+    size = tuple(int(s) for s in size)
+    if tuple(label.shape[1:]) == size:
+        return label
+    out = F.interpolate(label[:, None].float(), size=size, mode="nearest")
+    return out[:, 0].long()
+
+
+def as_slices(case: Case, model_dims: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Present a case to a ``model_dims``-D network.
+
+    A 3D case given to a 2D network becomes a stack of slices along the first spatial
+    axis: returns ((S, C, H, W), (S, H, W) or None, True). 2D->2D and 3D->3D add a batch axis.
+    """
+    if case.spatial_dims == model_dims:
+        label = None if case.label is None else case.label[None]
+        return case.image[None], label, False
+    if case.spatial_dims == 3 and model_dims == 2:
+        image = np.moveaxis(case.image, 1, 0)  # (C, D, H, W) -> (D, C, H, W)
+        return image, case.label, True
+    raise ValueError(f"{case.case_id}: a {case.spatial_dims}D case cannot be fed to a {model_dims}D network")
+
+
+@dataclass
+class TensorBank:
+    """Cases preloaded as tensors for fast random batch sampling.
+
+    With ``resize`` every sample is resized to ``image_size`` and stacked; otherwise samples
+    keep their size and batches are random crops of ``image_size`` (padded when smaller).
+    3D cases given to a 2D network contribute one sample per slice.
+    """
+
+    images: list[torch.Tensor]
+    labels: list[torch.Tensor] | None
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @classmethod
+    def from_cases(cls, cases: Sequence[Case], image_size: Sequence[int], normalize: str, resize: bool,
+                   model_dims: int, with_labels: bool = True) -> "TensorBank":
+        images, labels, ids = [], [], []
+        for case in cases:
+            img = normalize_image(case.image, resolve_normalize(normalize, case))
+            tmp = Case(case.case_id, img, case.label, case.spacing, case.affine, case.group, case.meta)
+            x, y, _ = as_slices(tmp, model_dims)
+            xt = torch.from_numpy(np.ascontiguousarray(x)).float()
+            yt = torch.from_numpy(np.ascontiguousarray(y)).long() if (with_labels and y is not None) else None
+            if resize:
+                xt = resize_image(xt, image_size)
+                yt = resize_label(yt, image_size) if yt is not None else None
+            for i in range(xt.shape[0]):
+                images.append(xt[i])
+                ids.append(case.case_id if xt.shape[0] == 1 else f"{case.case_id}#{i}")
+                if with_labels:
+                    if yt is None:
+                        raise ValueError(f"{case.case_id}: a labeled case has no label")
+                    labels.append(yt[i])
+        return cls(images, labels if with_labels else None, ids)
+
+    def batch(self, indices: torch.Tensor, image_size: Sequence[int], gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stack samples ``indices``; random crops when samples are not already ``image_size``."""
+        xs, ys = [], []
+        for i in indices.tolist():
+            x = self.images[i]
+            y = self.labels[i] if self.labels is not None else None
+            if tuple(x.shape[1:]) != tuple(image_size):
+                x, y = _random_crop(x, y, image_size, gen)
+            xs.append(x)
+            if y is not None:
+                ys.append(y)
+        return torch.stack(xs), (torch.stack(ys) if ys else None)
+
+
+def _random_crop(x: torch.Tensor, y: torch.Tensor | None, size: Sequence[int], gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    pads = []
+    for dim, s in zip(reversed(x.shape[1:]), reversed(size)):
+        extra = max(0, int(s) - int(dim))
+        pads += [extra // 2, extra - extra // 2]
+    if any(pads):
+        x = F.pad(x, pads)
+        y = F.pad(y, pads) if y is not None else None
+    starts = [int(torch.randint(0, int(d) - int(s) + 1, (1,), generator=gen)) for d, s in zip(x.shape[1:], size)]
+    sl = tuple(slice(a, a + int(s)) for a, s in zip(starts, size))
+    return x[(slice(None),) + sl], (y[sl] if y is not None else None)

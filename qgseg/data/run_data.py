@@ -1,0 +1,87 @@
+"""Resolve a run's data config into concrete case ids per role (labeled, unlabeled, val, test)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import DataConfig
+from .datasets import SegDataset
+from .detect import open_dataset
+from .io import DataError
+from .splits import first_groups, split_by_groups
+
+DEFAULT_SPLIT_SIZES = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+
+@dataclass
+class RunData:
+    """A dataset and the ids it plays in a run. ``unlabeled`` may come from a second dataset."""
+
+    dataset: SegDataset
+    labeled: list[str]
+    val: list[str]
+    test: list[str]
+    unlabeled: list[str] = field(default_factory=list)
+    unlabeled_dataset: SegDataset | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def describe(self) -> str:
+        return (f"{self.dataset.name}: {len(self.labeled)} labeled, {len(self.unlabeled)} unlabeled, "
+                f"{len(self.val)} val, {len(self.test)} test cases; classes {self.classes}")
+
+
+def resolve_dataset_path(cfg: DataConfig, output_dir: str | Path = "runs") -> Path | str:
+    if cfg.dataset == "demo":
+        from .demo import make_demo_dataset
+
+        return make_demo_dataset(Path(output_dir) / "_demo_data", seed=0)
+    path = Path(cfg.dataset)
+    if not path.is_absolute() and cfg.root:
+        path = Path(cfg.root) / path
+    return path
+
+
+def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunData:
+    """Open the dataset and decide which cases are labeled, unlabeled, validation and test.
+
+    Predefined splits in the data win (PH2 ``splits/``, ACDC ``*.list``); otherwise a
+    seeded, group-aware split by ``split_sizes``. ``labeled`` keeps the first N groups of the
+    training split in its stored order (the field's ACDC convention) or a fraction of groups.
+    """
+    ds = open_dataset(resolve_dataset_path(cfg, output_dir), classes=cfg.classes)
+    splits = dict(ds.splits)
+    needed = [cfg.train_split, cfg.val_split, cfg.test_split]
+    if not all(s in splits for s in needed):
+        labeled_ids = [i for i in ds.ids if ds.has_labels(i)]
+        splits.update(split_by_groups(labeled_ids, ds.groups, cfg.split_sizes or DEFAULT_SPLIT_SIZES,
+                                      seed=cfg.split_seed))
+    train = splits[cfg.train_split]
+    labeled, unlabeled = train, []
+    if cfg.labeled is not None:
+        n_groups = len({ds.groups.get(i) or i for i in train})
+        n = int(cfg.labeled) if cfg.labeled >= 1 else max(1, math.ceil(cfg.labeled * n_groups))
+        labeled = first_groups(train, ds.groups, n)
+        chosen = set(labeled)
+        unlabeled = [i for i in train if i not in chosen]
+    if cfg.unlabeled_split and cfg.unlabeled_split in splits:
+        unlabeled += splits[cfg.unlabeled_split]
+    extra = None
+    if cfg.unlabeled:
+        upath = Path(cfg.unlabeled)
+        if not upath.is_absolute() and cfg.root:
+            upath = Path(cfg.root) / upath
+        extra = open_dataset(upath)
+    val, test = splits[cfg.val_split], splits[cfg.test_split]
+    if cfg.max_cases:
+        labeled, val, test = labeled[:cfg.max_cases], val[:cfg.max_cases], test[:cfg.max_cases]
+        unlabeled = unlabeled[:cfg.max_cases]
+    if not labeled:
+        raise DataError(f"{ds.root}: no labeled training cases (split '{cfg.train_split}')")
+    overlap = set(test) & (set(labeled) | set(unlabeled) | set(val))
+    if overlap:
+        raise DataError(f"{ds.root}: test cases also used for training/validation: {sorted(overlap)[:5]}")
+    return RunData(ds, labeled, val, test, unlabeled, extra)

@@ -1,0 +1,258 @@
+"""The training loop, written once.
+
+:class:`BaseTrainer` owns everything a run needs regardless of *what* is trained:
+Fabric (devices, precision, DDP), optimiser and schedule, iteration-based training,
+validation every N iterations with best-checkpoint selection on the validation split,
+early stopping, EMA weights, seeding, progress bars, CSV + TensorBoard logs and atomic,
+resumable checkpoints. Subclasses (segmentation, quality predictor, SSL) override a few
+small methods, nnU-Net style:
+
+* :meth:`build_model` - the network;
+* :meth:`setup_data` - load what :meth:`training_step` samples from;
+* :meth:`training_step` - draw a batch and return a dict of losses with key ``"loss"``;
+* :meth:`validate` - return a dict of validation metrics incl. :attr:`monitor`;
+* optionally :meth:`build_optimizer`, :meth:`extra_state` / :meth:`load_extra_state`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import RunConfig, save_config, to_dict
+from .checkpoint import load_checkpoint, save_checkpoint
+from .ema import EMA
+from .fabric import make_fabric
+from .optim import build_optimizer, build_scheduler
+
+
+class Interrupted(RuntimeError):
+    """Raised by ``fit(stop_after=...)`` to simulate a killed run (tests, debugging)."""
+
+
+@dataclass
+class FitResult:
+    best_metric: float | None
+    best_iteration: int | None
+    iterations_done: int
+    stopped_early: bool
+    wall_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_path: Path | None = None
+    last_path: Path | None = None
+
+
+class BaseTrainer:
+    """Iteration-based trainer; see the module docstring for what subclasses override."""
+
+    monitor: str = "val/dice"
+    monitor_mode: str = "max"  # "max" or "min"
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, fabric=None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.fabric = fabric or make_fabric(cfg.runtime, log_dir=self.run_dir / "logs")
+        self.iterations = cfg.train.iterations
+        self.val_every = cfg.train.val_every
+        self.checkpoint_every = cfg.train.checkpoint_every or cfg.train.val_every
+        # One generator for batch sampling and augmentation: its state goes into the
+        # checkpoint, which is what makes resume bit-exact. Offset by rank for DDP.
+        self.gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + self.fabric.global_rank)
+        self.model: nn.Module | None = None
+        self.ema: EMA | None = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ to override
+    def setup_data(self) -> None:
+        """Load training/validation data; called once before the model is built."""
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        return build_optimizer(t.optimizer, model.parameters(), t.lr, t.weight_decay, t.momentum)
+
+    def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Everything needed to use the model later (classes, channels, preprocessing)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.fabric.global_rank == 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights used for validation and saved as "best": EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _better(self, value: float, best: float | None) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if best is None:
+            return True
+        return value > best if self.monitor_mode == "max" else value < best
+
+    def _raw_model(self) -> nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def _state(self, iteration: int, best: float | None, best_it: int | None, bad: int) -> dict[str, Any]:
+        state = {
+            "model": self._raw_model().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "iteration": iteration,
+            "best_metric": best,
+            "best_iteration": best_it,
+            "bad_validations": bad,
+            "history": self.history,
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": to_dict(self.cfg),
+            "meta": self.checkpoint_meta(),
+            "extra": self.extra_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def _save(self, name: str, state: dict[str, Any]) -> Path:
+        path = self.run_dir / "checkpoints" / name
+        if self.is_main:
+            save_checkpoint(state, path)
+        self.fabric.barrier()
+        return path
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.fabric.log_dict({k: float(v) for k, v in metrics.items()}, step=step)
+
+    # ------------------------------------------------------------------ the loop
+    def setup(self) -> None:
+        self.fabric.seed_everything(self.cfg.train.seed + self.fabric.global_rank, verbose=False)
+        if self.cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.setup_data()
+        model = self.build_model()
+        optimizer = self.build_optimizer(model)
+        self.scheduler = build_scheduler(optimizer, self.cfg.train.schedule, self.iterations, self.cfg.train.warmup)
+        self.model, self.optimizer = self.fabric.setup(model, optimizer)
+        if self.cfg.train.ema:
+            self.ema = EMA(self._raw_model(), self.cfg.train.ema)
+        if self.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
+        """Train for ``cfg.train.iterations`` iterations, resuming from ``last.ckpt`` if asked."""
+        start_time = time.time()
+        if self.model is None:
+            self.setup()
+        start, best, best_it, bad = 0, None, None, 0
+        last_path = self.run_dir / "checkpoints" / "last.ckpt"
+        if resume and last_path.is_file():
+            state = load_checkpoint(last_path, map_location="cpu")
+            self._raw_model().load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            if self.ema is not None and "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            self.load_extra_state(state.get("extra", {}))
+            start, best, best_it = state["iteration"], state["best_metric"], state["best_iteration"]
+            bad, self.history = state["bad_validations"], list(state["history"])
+            self.fabric.print(f"resumed from {last_path} at iteration {start}")
+        elif resume:
+            self.fabric.print(f"nothing to resume in {last_path.parent}; starting from scratch")
+
+        stopped_early = False
+        bar = tqdm(total=self.iterations, initial=start, desc=f"train {self.cfg.name}", dynamic_ncols=True,
+                   disable=not (self.is_main and self.cfg.runtime.progress))
+        it = start
+        running: dict[str, float] = {}
+        for it in range(start + 1, self.iterations + 1):
+            self.model.train()
+            losses = self.training_step(it)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.fabric.backward(losses["loss"])
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self._raw_model())
+            for k, v in losses.items():
+                running[k] = running.get(k, 0.0) + float(v.detach())
+            running["_n"] = running.get("_n", 0) + 1
+            bar.update(1)
+            if it % 10 == 0 or it == self.iterations:
+                n = running.pop("_n")
+                logs = {f"train/{k}": v / n for k, v in running.items()}
+                logs["train/lr"] = self.optimizer.param_groups[0]["lr"]
+                self.log(logs, it)
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                running = {}
+            if it % self.val_every == 0 or it == self.iterations:
+                self.eval_model.eval()
+                with torch.no_grad():
+                    metrics = self.validate(self.eval_model)
+                value = metrics.get(self.monitor)
+                self.history.append({"iteration": it, **metrics})
+                self.log(metrics, it)
+                if self._better(value, best):
+                    best, best_it, bad = value, it, 0
+                    best_state = {"model": self.eval_model.state_dict(), "iteration": it, "best_metric": best,
+                                  "config": to_dict(self.cfg), "meta": self.checkpoint_meta()}
+                    self._save("best.ckpt", best_state)
+                else:
+                    bad += 1
+                bar.write(f"[{it}/{self.iterations}] " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                          + f"  (best {self.monitor}={best:.4f} @ {best_it})" if best is not None else "")
+                patience = self.cfg.train.early_stop_patience
+                if patience is not None and bad >= patience:
+                    stopped_early = True
+            if it % self.checkpoint_every == 0 or it == self.iterations or stopped_early:
+                self._save("last.ckpt", self._state(it, best, best_it, bad))
+            if stopped_early:
+                bar.write(f"early stop at iteration {it}: no improvement of {self.monitor} "
+                          f"in {self.cfg.train.early_stop_patience} validations")
+                break
+            if stop_after is not None and it >= stop_after:
+                bar.close()
+                raise Interrupted(f"stopped after iteration {it} (simulated kill)")
+        bar.close()
+        result = FitResult(best, best_it, it, stopped_early, time.time() - start_time, self.history,
+                           self.run_dir / "checkpoints" / "best.ckpt", last_path)
+        if self.is_main:
+            with open(self.run_dir / "train_history.json", "w") as fh:
+                json.dump({"best_metric": best, "best_iteration": best_it, "monitor": self.monitor,
+                           "iterations_done": it, "stopped_early": stopped_early, "history": self.history}, fh,
+                          indent=2)
+        for logger in self.fabric.loggers:
+            logger.finalize("success")
+        return result

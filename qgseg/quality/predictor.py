@@ -1,0 +1,339 @@
+"""Quality predictor g(image, mask) -> predicted Dice per foreground class.
+
+The network is a MONAI ``ResNet`` whose input is the image channels concatenated with one
+(possibly soft) mask channel per foreground class; a small head maps the pooled features to
+``num_fg_classes`` outputs squashed to [0, 1] by a sigmoid. Everything stays differentiable
+w.r.t. the mask channels, because the quality-aware regularisation (QAR) loss back-propagates
+through ``g`` into the segmenter that produced the masks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import ResNet
+
+__all__ = [
+    "QualityPredictor",
+    "RESNET_LAYOUTS",
+    "labels_to_fg_onehot",
+    "probs_to_fg",
+    "load_pretrained_backbone",
+]
+
+logger = logging.getLogger(__name__)
+
+#: depth -> (MONAI block type, blocks per stage). Same layouts as ``monai.networks.nets.resnetXX``.
+RESNET_LAYOUTS: dict[int, tuple[str, list[int]]] = {
+    10: ("basic", [1, 1, 1, 1]),
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+}
+
+
+# --------------------------------------------------------------------------- mask helpers
+def labels_to_fg_onehot(label: torch.Tensor, num_classes: int, has_channel: bool = False) -> torch.Tensor:
+    """Integer label map -> one-hot foreground channels.
+
+    Args:
+        label: ``(B, *spatial)`` integer labels in ``[0, num_classes)``; with ``has_channel=True``
+            a singleton channel ``(B, 1, *spatial)`` (MONAI's usual layout) is accepted instead.
+        num_classes: number of classes *including* background (label 0).
+
+    Returns:
+        ``(B, num_classes - 1, *spatial)`` float tensor; the background channel is dropped because
+        the predictor only scores foreground classes.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background + foreground), got {num_classes}")
+    if has_channel:
+        if label.ndim < 2 or label.shape[1] != 1:
+            raise ValueError(f"has_channel=True expects (B, 1, *spatial), got {tuple(label.shape)}")
+        label = label[:, 0]
+    if label.is_floating_point():
+        # Labels often arrive as float tensors from image loaders; round rather than truncate.
+        label = label.round()
+    onehot = F.one_hot(label.long(), num_classes)  # (B, *spatial, C)
+    return onehot.movedim(-1, 1)[:, 1:].to(torch.get_default_dtype())
+
+
+def probs_to_fg(probs: torch.Tensor) -> torch.Tensor:
+    """Drop the background channel of ``(B, C, *spatial)`` class probabilities -> ``(B, C-1, *spatial)``.
+
+    Slicing (rather than e.g. argmax) keeps the result differentiable w.r.t. ``probs``.
+    """
+    if probs.ndim < 3 or probs.shape[1] < 2:
+        raise ValueError(f"expected (B, C>=2, *spatial) probabilities, got {tuple(probs.shape)}")
+    return probs[:, 1:]
+
+
+# --------------------------------------------------------------------------- network
+def _block_inplanes(width: int | Sequence[int] | None) -> list[int]:
+    """Per-stage widths: ``None`` -> standard [64,128,256,512]; int ``w`` -> [w, 2w, 4w, 8w]."""
+    if width is None:
+        return [64, 128, 256, 512]
+    if isinstance(width, int):
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        return [width, 2 * width, 4 * width, 8 * width]
+    planes = [int(w) for w in width]
+    if len(planes) != 4 or min(planes) < 1:
+        raise ValueError(f"width as a sequence needs 4 positive stage widths, got {width}")
+    return planes
+
+
+class QualityPredictor(nn.Module):
+    """Predicts the Dice of each foreground-class mask given the image: ``g(image, masks) -> (B, K)``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        image_channels: number of image channels (e.g. 1 for CT/MR, 3 for RGB).
+        num_fg_classes: K, number of foreground classes (one mask channel and one output each).
+        depth: ResNet depth, one of 10/18/34/50.
+        width: ``None`` for standard widths, an int ``w`` for stage widths ``[w, 2w, 4w, 8w]``
+            (small values make CPU tests/training cheap), or four explicit stage widths.
+        dropout: dropout before the final linear layer.
+        conv1_t_size: stem kernel size. Default 7 as in the torchvision/MedicalNet ResNets.
+        conv1_t_stride: stem stride. MONAI defaults to 1, which makes 224^2 inputs needlessly
+            expensive; 2 (plus max-pool) matches the standard ImageNet stem and pretrained weights.
+        no_max_pool: skip the stem max-pool (useful for small inputs).
+        shortcut_type: "B" (1x1 conv projection) by default. MONAI's type "A" shortcut concatenates
+            ``out.data`` and therefore detaches gradient along the shortcut, which we do not want
+            for a network that QAR back-propagates through; "B" also matches torchvision keys.
+        norm: MONAI norm spec for the backbone ("batch", "instance", ("group", {...}), ...).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        image_channels: int,
+        num_fg_classes: int,
+        depth: int = 18,
+        width: int | Sequence[int] | None = None,
+        dropout: float = 0.0,
+        conv1_t_size: int = 7,
+        conv1_t_stride: int = 2,
+        no_max_pool: bool = False,
+        shortcut_type: str = "B",
+        norm: str | tuple = "batch",
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if depth not in RESNET_LAYOUTS:
+            raise ValueError(f"depth must be one of {sorted(RESNET_LAYOUTS)}, got {depth}")
+        if image_channels < 1 or num_fg_classes < 1:
+            raise ValueError("image_channels and num_fg_classes must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+        self.spatial_dims = spatial_dims
+        self.image_channels = image_channels
+        self.num_fg_classes = num_fg_classes
+        self.depth = depth
+        self.width = width if width is None or isinstance(width, int) else [int(w) for w in width]
+        self.dropout = float(dropout)
+        self.conv1_t_size = conv1_t_size
+        self.conv1_t_stride = conv1_t_stride
+        self.no_max_pool = no_max_pool
+        self.shortcut_type = shortcut_type
+        self.norm = norm
+
+        block, layers = RESNET_LAYOUTS[depth]
+        planes = _block_inplanes(width)
+        self.backbone = ResNet(
+            block=block,
+            layers=layers,
+            block_inplanes=planes,
+            spatial_dims=spatial_dims,
+            n_input_channels=self.in_channels,
+            conv1_t_size=conv1_t_size,
+            conv1_t_stride=conv1_t_stride,
+            no_max_pool=no_max_pool,
+            shortcut_type=shortcut_type,
+            bias_downsample=False,  # torchvision layout: projection conv without bias
+            feed_forward=False,  # our own head below (dropout + K outputs)
+            norm=norm,
+        )
+        feat = planes[3] * (4 if block == "bottleneck" else 1)
+        self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(feat, num_fg_classes))
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the concatenated input: image + one mask per foreground class."""
+        return self.image_channels + self.num_fg_classes
+
+    # ---------------------------------------------------------------- forward passes
+    def _check_concat(self, x: torch.Tensor) -> None:
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, <{self.spatial_dims} spatial dims>), got {tuple(x.shape)}"
+            )
+
+    def forward_concat_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid scores for a pre-concatenated ``(B, image_channels + K, *spatial)`` tensor.
+
+        Exposed so training can use a numerically stable ``BCEWithLogits``-style loss if wanted.
+        """
+        self._check_concat(x)
+        return self.head(self.backbone(x))
+
+    def forward_concat(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated input tensor."""
+        return torch.sigmoid(self.forward_concat_logits(x))
+
+    def concat_inputs(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Concatenate image ``(B, Ci, *S)`` and masks ``(B, K, *S)`` along channels (dtype of image)."""
+        if image.ndim != self.spatial_dims + 2 or image.shape[1] != self.image_channels:
+            raise ValueError(f"image must be (B, {self.image_channels}, *spatial), got {tuple(image.shape)}")
+        if masks.ndim != image.ndim or masks.shape[1] != self.num_fg_classes:
+            raise ValueError(
+                f"masks must be (B, {self.num_fg_classes}, *spatial) foreground channels "
+                f"(see labels_to_fg_onehot / probs_to_fg), got {tuple(masks.shape)}"
+            )
+        if masks.shape[0] != image.shape[0] or masks.shape[2:] != image.shape[2:]:
+            raise ValueError(f"image {tuple(image.shape)} and masks {tuple(masks.shape)} disagree")
+        return torch.cat([image, masks.to(image.dtype)], dim=1)
+
+    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft."""
+        return self.forward_concat(self.concat_inputs(image, masks))
+
+    # ---------------------------------------------------------------- config round-trip
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as a plain (JSON/YAML-friendly) dict; see :meth:`from_config`."""
+        return {
+            "spatial_dims": self.spatial_dims,
+            "image_channels": self.image_channels,
+            "num_fg_classes": self.num_fg_classes,
+            "depth": self.depth,
+            "width": self.width if not isinstance(self.width, list) else list(self.width),
+            "dropout": self.dropout,
+            "conv1_t_size": self.conv1_t_size,
+            "conv1_t_stride": self.conv1_t_stride,
+            "no_max_pool": self.no_max_pool,
+            "shortcut_type": self.shortcut_type,
+            "norm": list(self.norm) if isinstance(self.norm, tuple) else self.norm,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> QualityPredictor:
+        """Rebuild an (untrained) predictor from :meth:`config` output; load the state dict after.
+
+        Unknown keys raise, so a checkpoint written by an incompatible version fails loudly.
+        """
+        cfg = dict(config)
+        if isinstance(cfg.get("norm"), list):
+            cfg["norm"] = tuple(cfg["norm"])  # YAML/JSON turn tuples into lists
+        return cls(**cfg)
+
+
+# --------------------------------------------------------------------------- pretrained weights
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
+_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a local ``.safetensors`` or ``.pt/.pth`` file (never downloads)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Unwrap common checkpoint containers ({"state_dict": ...} from Lightning/MedicalNet, ...).
+        for key in _CONTAINER_KEYS:
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        # Strip DataParallel / wrapper prefixes, repeatedly ("module.backbone.conv1.weight").
+        stripped = True
+        while stripped:
+            stripped = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, stripped = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def _adapt_first_conv(src: torch.Tensor, dst_shape: torch.Size, image_channels: int | None) -> torch.Tensor | None:
+    """Map a stem kernel ``(O, Cs, *k)`` to ``(O, Ct, *k)``; ``None`` if it cannot be done sensibly.
+
+    - If the model's image channels equal ``Cs`` (e.g. RGB weights, RGB image + masks): the image
+      channels keep the pretrained kernel exactly and each mask channel gets the channel-mean kernel
+      (a neutral "grey" filter), so image features start identical to the pretrained ones.
+    - Otherwise the kernel is tiled/truncated over ``Ct`` channels and scaled by ``Cs / Ct`` so the
+      expected activation magnitude is preserved (as timm's ``adapt_input_conv`` does).
+    """
+    if src.ndim != len(dst_shape) or src.shape[0] != dst_shape[0] or src.shape[2:] != dst_shape[2:]:
+        return None  # different out-channels, kernel size or spatial dims: no meaningful mapping
+    cs, ct = src.shape[1], dst_shape[1]
+    src = src.float()
+    if image_channels == cs and ct > cs:
+        mean = src.mean(dim=1, keepdim=True)
+        return torch.cat([src, mean.expand(-1, ct - cs, *src.shape[2:])], dim=1)
+    reps = math.ceil(ct / cs)
+    tiled = src.repeat(1, reps, *([1] * (src.ndim - 2)))[:, :ct]
+    return tiled * (cs / ct)
+
+
+def load_pretrained_backbone(model: QualityPredictor | ResNet, path: str | Path) -> list[str]:
+    """Initialise the ResNet backbone of ``model`` from a LOCAL weight file.
+
+    Accepts ``.pt/.pth`` (read with ``torch.load(weights_only=True)``) or ``.safetensors``, holding a
+    MONAI or torchvision-style ResNet state dict (optionally wrapped in ``{"state_dict": ...}`` and/or
+    prefixed ``module.``). The final ``fc`` is always skipped (the predictor has its own head); the
+    first conv is adapted when only its input-channel count differs (see ``_adapt_first_conv``);
+    other tensors load when names and shapes match.
+
+    Returns:
+        Sorted list of keys that were *not* loaded: backbone keys missing from / mismatching the file,
+        and file keys that were ignored (e.g. ``fc.weight``). Details are logged at INFO level.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: nothing in the file matches the backbone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weight file not found (downloads are never attempted)")
+    backbone = model.backbone if isinstance(model, QualityPredictor) else model
+    image_channels = model.image_channels if isinstance(model, QualityPredictor) else None
+    src = _read_state_dict(path)
+    own = backbone.state_dict()
+
+    usable: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for key, value in src.items():
+        if key.startswith("fc.") or key not in own:
+            skipped.append(key)
+            continue
+        target = own[key]
+        if value.shape == target.shape:
+            usable[key] = value.to(target.dtype)
+        elif key == "conv1.weight" and (adapted := _adapt_first_conv(value, target.shape, image_channels)) is not None:
+            logger.info("%s: adapted conv1.weight %s -> %s", path.name, tuple(value.shape), tuple(target.shape))
+            usable[key] = adapted.to(target.dtype)
+        else:
+            logger.info("%s: shape mismatch for %s: %s vs %s", path.name, key, tuple(value.shape), tuple(target.shape))
+            skipped.append(key)
+    if not any(k.endswith("weight") for k in usable):
+        raise ValueError(f"{path}: no tensor matches the ResNet backbone (different architecture?)")
+    backbone.load_state_dict(usable, strict=False)
+    # Backbone keys left at their init (missing or shape-mismatched) plus file keys ignored (fc, extras).
+    not_loaded = sorted((set(own) - set(usable)) | set(skipped))
+    logger.info("%s: loaded %d/%d backbone tensors; not loaded: %s", path.name, len(usable), len(own), not_loaded)
+    return not_loaded

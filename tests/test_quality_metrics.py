@@ -1,0 +1,114 @@
+"""Quality metrics against hand-computed values, the markdown table and the plots."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from qgseg.quality.metrics import (
+    auroc,
+    average_precision,
+    failure_detection,
+    format_quality_table,
+    mae_per_bin,
+    quality_report,
+    regression_metrics,
+)
+from qgseg.viz.quality_plots import reliability_plot, scatter_pred_vs_true
+
+# Tiny example used throughout. Failures at t=0.7 are samples 0 and 1 (true 0.3, 0.6).
+TRUE = np.array([0.3, 0.6, 0.75, 0.9])
+PRED = np.array([0.2, 0.85, 0.5, 0.9])
+# score = 1 - pred = [0.8, 0.15, 0.5, 0.1]; positives {0.8, 0.15}, negatives {0.5, 0.1}.
+# AUROC: pairs (0.8>0.5, 0.8>0.1, 0.15<0.5, 0.15>0.1) -> 3/4.
+# AP: ranked 0.8(+) 0.5(-) 0.15(+) 0.1(-): P@1=1 at R=0.5, P@3=2/3 at R=1 -> 0.5*1 + 0.5*2/3 = 5/6.
+
+
+def test_regression_perfect_and_known() -> None:
+    m = regression_metrics(TRUE, TRUE)
+    assert m["mae"] == 0 and m["rmse"] == 0 and m["n"] == 4
+    assert m["spearman"] == pytest.approx(1.0) and m["pearson"] == pytest.approx(1.0)
+    m = regression_metrics(PRED, TRUE)
+    err = np.abs(PRED - TRUE)  # [0.1, 0.25, 0.25, 0.0]
+    assert m["mae"] == pytest.approx(0.15)
+    assert m["rmse"] == pytest.approx(math.sqrt(np.mean(err**2)))
+    # pred ranks [1, 3, 2, 4] vs true ranks [1, 2, 3, 4]
+    # d = [0, 1, -1, 0] -> rho = 1 - 6*2/(4*15) = 0.8
+    assert m["spearman"] == pytest.approx(0.8)
+
+
+def test_constant_prediction_gives_nan_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any ConstantInputWarning would fail the test
+        m = regression_metrics(np.full(4, 0.5), TRUE)
+    assert math.isnan(m["spearman"]) and math.isnan(m["pearson"])
+    assert m["mae"] == pytest.approx(np.mean(np.abs(0.5 - TRUE)))
+    assert math.isnan(regression_metrics(np.array([]), np.array([]))["mae"])
+
+
+def test_nonfinite_pairs_dropped() -> None:
+    m = regression_metrics(np.array([0.5, np.nan, 0.2]), np.array([0.5, 0.3, np.nan]))
+    assert m["n"] == 1 and m["mae"] == 0
+
+
+def test_auroc_and_ap_hand_computed() -> None:
+    labels = TRUE < 0.7
+    scores = 1 - PRED
+    assert auroc(labels, scores) == pytest.approx(0.75)
+    assert average_precision(labels, scores) == pytest.approx(5 / 6)
+    # Ties: pos {0.5, 0.2}, neg {0.5}: pairs (tie -> 0.5, 0.2<0.5 -> 0) -> 0.25.
+    # AP with ties entering together: thr 0.5 -> P=1/2,R=1/2; thr 0.2 -> P=2/3,R=1 -> 1/4 + 1/3 = 7/12.
+    assert auroc([1, 0, 1], [0.5, 0.5, 0.2]) == pytest.approx(0.25)
+    assert average_precision([1, 0, 1], [0.5, 0.5, 0.2]) == pytest.approx(7 / 12)
+    assert math.isnan(auroc([1, 1], [0.1, 0.2])) and math.isnan(average_precision([0, 0], [0.1, 0.2]))
+
+
+def test_failure_detection_keys_and_values() -> None:
+    fd = failure_detection(PRED, TRUE)
+    assert fd["auroc_0.7"] == pytest.approx(0.75) and fd["auprc_0.7"] == pytest.approx(5 / 6)
+    assert fd["positives_0.7"] == 2 and fd["positives_0.5"] == 1 and fd["positives_0.8"] == 3
+    assert fd["auroc_0.5"] == pytest.approx(1.0) and fd["auprc_0.5"] == pytest.approx(1.0)
+    fd = failure_detection(PRED, TRUE, thresholds=(0.2,))  # no failures -> undefined
+    assert math.isnan(fd["auroc_0.2"]) and math.isnan(fd["auprc_0.2"]) and fd["positives_0.2"] == 0
+
+
+def test_mae_per_bin_counts() -> None:
+    true = np.array([0.0, 0.1, 0.5, 0.85, 0.95, 1.0])
+    pred = true + np.array([0.1, 0.1, 0.2, 0.0, 0.05, -0.1])
+    rows = mae_per_bin(pred, true)
+    assert [r["n"] for r in rows] == [2, 0, 1, 0, 1, 2]  # Dice 1.0 falls in the last bin
+    assert rows[0]["mae"] == pytest.approx(0.1) and math.isnan(rows[1]["mae"])
+    assert rows[5]["mae"] == pytest.approx(0.075)
+    assert rows[0]["lo"] == 0.0 and rows[0]["hi"] == 0.2
+
+
+def test_quality_report_multiclass_and_table() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 1, size=(30, 2))
+    pred = np.clip(true + rng.normal(0, 0.1, size=true.shape), 0, 1)
+    rep = quality_report(pred, true, per_class={0: "LV", 1: "RV"})
+    assert set(rep["per_class"]) == {"LV", "RV"}
+    assert rep["all"]["n"] == 60 and rep["per_class"]["LV"]["n"] == 30
+    assert rep["per_class"]["RV"]["mae"] == pytest.approx(np.mean(np.abs(pred[:, 1] - true[:, 1])))
+    assert sum(b["n"] for b in rep["all"]["bins"]) == 60
+    table = format_quality_table(rep)
+    assert "| LV |" in table and "| RV |" in table and "AUROC<0.7" in table
+    assert quality_report(pred[:, 0], true[:, 0])["per_class"] == {}
+    assert set(quality_report(pred, true)["per_class"]) == {"class_1", "class_2"}
+    with pytest.raises(ValueError):
+        quality_report(pred, true, per_class=["only_one"])
+
+
+def test_plots_write_pngs(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    true = rng.uniform(0, 1, size=(40, 2))
+    pred = np.clip(true + rng.normal(0, 0.1, size=true.shape), 0, 1)
+    cats = ["erode", "dilate", "shift", "gt"] * 10
+    p1 = scatter_pred_vs_true(pred, true, tmp_path / "a" / "scatter.png", title="val", categories=cats)
+    p2 = scatter_pred_vs_true(pred[:, 0], true[:, 0], tmp_path / "scatter_plain.png")
+    p3 = reliability_plot(pred, true, tmp_path / "b" / "c" / "rel.png", bins=5)
+    for p in (p1, p2, p3):
+        assert p.is_file() and p.stat().st_size > 1000
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
