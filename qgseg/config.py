@@ -127,6 +127,8 @@ class QualityConfig:
     pretrained: str | None = None
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
+    eval_weak_model: str | None = None  # unseen networks for the real-mask evaluation; default: weak model, other seed
+    eval_real_networks: bool = True  # train those unseen snapshots after the predictor (evaluation part b)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 QUALITY_COMMANDS = {
     "train": "train weak snapshots and the quality predictor from a YAML config",
@@ -11,12 +13,135 @@ QUALITY_COMMANDS = {
 
 
 def add_quality_parser(sub: argparse._SubParsersAction) -> None:
+    from .main import _config_args
+
     p = sub.add_parser("quality", help="quality predictor: train, eval, score",
                        description="Quality predictor g(image, mask) -> predicted Dice.")
     qsub = p.add_subparsers(dest="quality_command", metavar="SUBCOMMAND")
-    for name, text in QUALITY_COMMANDS.items():
-        qsub.add_parser(name, help=text, description=text)
+
+    c = qsub.add_parser("train", help=QUALITY_COMMANDS["train"], description=QUALITY_COMMANDS["train"])
+    c.add_argument("config", help="YAML config file or preset name (quality_demo, quality_ph2, ...)")
+    c.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.ckpt")
+    c.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    _config_args(c)
+
+    c = qsub.add_parser("eval", help=QUALITY_COMMANDS["eval"], description=QUALITY_COMMANDS["eval"])
+    c.add_argument("--predictor", required=True, type=Path, help="quality checkpoint (.ckpt) or run folder")
+    c.add_argument("dataset", help="dataset folder / CSV / YAML (relative to --data-root if given)")
+    c.add_argument("--split", default="test", help="split to evaluate (default: test; 'all' for every labeled case)")
+    c.add_argument("--train-split", default="train",
+                   help="split the mask-only baseline is fit on (default: train; 'none' to skip)")
+    c.add_argument("--snapshots", type=Path, nargs="*", default=[],
+                   help="segmentation checkpoints the predictor never saw (real-mask evaluation)")
+    c.add_argument("--output", type=Path, help="folder for quality_eval.{json,md} and plots "
+                                               "(default: <predictor run>/eval_<split>)")
+    c.add_argument("--data-root", help="base folder for a relative dataset path")
+    c.add_argument("--masks-per-image", type=int, default=5)
+    c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--max-cases", type=int, help="evaluate only the first N cases (smoke tests)")
+    c.add_argument("--device", default="auto")
+
+    c = qsub.add_parser("score", help=QUALITY_COMMANDS["score"], description=QUALITY_COMMANDS["score"])
+    c.add_argument("--predictor", required=True, type=Path, help="quality checkpoint (.ckpt) or run folder")
+    c.add_argument("--images", required=True, type=Path, help="folder of images")
+    c.add_argument("--masks", required=True, type=Path, help="folder of masks to score (paired by file name)")
+    c.add_argument("--mask-pattern", help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
+    c.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write (default: scores.csv)")
+    c.add_argument("--flag-below", type=float, help="list cases whose predicted Dice (any class) is below this")
+    c.add_argument("--device", default="auto")
+
+
+def _device(name: str) -> str:
+    from .main import _device as main_device
+
+    return main_device(name)
+
+
+def cmd_quality_train(args: argparse.Namespace) -> int:
+    from ..quality.training import train_quality_predictor
+    from .main import _load_cfg
+
+    cfg = _load_cfg(args, args.config)
+    run_dir = Path(cfg.output_dir) / cfg.name
+    result = train_quality_predictor(cfg, run_dir, resume=args.resume, evaluate=not args.no_eval)
+    if args.no_eval:
+        print(f"run folder: {run_dir}  (best val MAE {result['best_val_mae']:.4f} at iteration "
+              f"{result['best_iteration']})")
+    return 0
+
+
+def cmd_quality_eval(args: argparse.Namespace) -> int:
+    from ..data.detect import open_dataset
+    from ..quality.evaluation import evaluate_quality, find_ph2_fixed
+    from ..quality.scoring import load_quality_predictor
+
+    scorer = load_quality_predictor(args.predictor, _device(args.device))
+    path = Path(args.dataset)
+    if not path.is_absolute() and args.data_root:
+        path = Path(args.data_root) / path
+    ds = open_dataset(path, classes=scorer.classes)
+
+    def ids_of(split: str) -> list[str] | None:
+        if split == "all":
+            return [i for i in ds.ids if ds.has_labels(i)]
+        return ds.splits.get(split)
+
+    ids = ids_of(args.split)
+    if ids is None:
+        print(f"error: {path} has no split '{args.split}' (has: {', '.join(ds.splits) or 'none'}); "
+              f"use --split all", file=sys.stderr)
+        return 2
+    ids = ids[:args.max_cases] if args.max_cases else ids
+    train_cases = None
+    if args.train_split != "none" and args.split != "all":
+        train_ids = ids_of(args.train_split) or []
+        train_cases = [ds.load(i) for i in train_ids if ds.has_labels(i)] or None
+    pred_dir = args.predictor if args.predictor.is_dir() else args.predictor.parent.parent
+    out = args.output or pred_dir / f"eval_{args.split}"
+    report = evaluate_quality(scorer, [ds.load(i) for i in ids], out, seed=args.seed, k=args.masks_per_image,
+                              real_snapshots=args.snapshots, train_cases=train_cases,
+                              ph2_fixed=find_ph2_fixed(ds.root), progress=True)
+    for name in ("synthetic", "real", "ph2_fixed"):
+        if name in report["tables"]:
+            print(f"\n{name}:\n{report['tables'][name]}")
+    sc = report["shortcuts"]
+    print(f"\nshortcut tests: black image |Δ| {sc['black_image']['mean_abs_change']:.3f}, "
+          f"shuffled images |Δ| {sc['shuffled_images']['mean_abs_change']:.3f}")
+    if "mask_only" in report:
+        print(f"mask-only baseline: MAE {report['mask_only']['mae']:.3f}, "
+              f"Spearman {report['mask_only']['spearman']:.3f}")
+    print(f"\nresults in {out} (quality_eval.json, quality_eval.md, plots/)")
+    return 0
+
+
+def cmd_quality_score(args: argparse.Namespace) -> int:
+    from ..quality.scoring import load_quality_predictor, score_folder, write_scores_csv
+
+    scorer = load_quality_predictor(args.predictor, _device(args.device))
+    rows, problems = score_folder(scorer, args.images, args.masks, args.mask_pattern)
+    for msg in problems:
+        print(f"warning: {msg}", file=sys.stderr)
+    if not rows:
+        print(f"error: no (image, mask) pairs found in {args.images} and {args.masks}", file=sys.stderr)
+        return 2
+    write_scores_csv(rows, args.output, scorer.fg_classes)
+    print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}")
+    if args.flag_below is not None:
+        flagged = sorted((r for r in rows if r["min_dice"] < args.flag_below), key=lambda r: r["min_dice"])
+        print(f"{len(flagged)} case(s) with predicted Dice below {args.flag_below} (worst first):")
+        for r in flagged:
+            per = "  ".join(f"{c}={r[c]:.3f}" for c in scorer.fg_classes)
+            print(f"  {r['case_id']}  {per}")
+    return 0
 
 
 def run_quality_command(args: argparse.Namespace) -> int:
-    raise SystemExit(f"qgseg quality {args.quality_command}: not available yet")
+    cmd = getattr(args, "quality_command", None)
+    if cmd == "train":
+        return cmd_quality_train(args)
+    if cmd == "eval":
+        return cmd_quality_eval(args)
+    if cmd == "score":
+        return cmd_quality_score(args)
+    print("usage: qgseg quality {train,eval,score} ... (see qgseg quality --help)", file=sys.stderr)
+    return 2

@@ -13,7 +13,9 @@ class Case:
 
     Attributes:
         case_id: unique id within its dataset (file stem, ``patient001_frame01`` ...).
-        image: float32 array, channels first: ``(C, H, W)`` for 2D, ``(C, D, H, W)`` for 3D.
+        image: float32 array, channels first: ``(C, H, W)`` for 2D; for 3D ``(C, D, H, W)`` from
+            HDF5/NumPy volumes and nibabel's ``(C, X, Y, Z)`` from NIfTI (affine and spacing
+            refer to that order; 2D networks slice along :func:`~qgseg.data.preprocess.slice_axis`).
         label: integer class-index array of the spatial shape (``(H, W)`` or ``(D, H, W)``),
             ``None`` for unlabeled cases. Values are validated against the declared classes.
         spacing: physical size of a voxel per spatial axis in mm (same axis order as

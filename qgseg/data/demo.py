@@ -124,7 +124,7 @@ def _blob(geo: _Geometry, rng: np.random.Generator, radius: float, *, irregular:
             r_mod += amp * np.cos(k * theta + rng.uniform(0, 2 * np.pi) + rng.normal(0, 1.2) * zn)
         rho = rho / np.maximum(r_mod, 0.35)
         # Fine boundary roughness in physical units.
-        rho = rho + 0.06 * _smooth_noise(rng, geo.shape, geo.sigma(2.0))
+        rho = rho + 0.06 * _smooth_noise(rng, geo.shape, geo.sigma(2.0, z_min=1.0))
     return rho, radius
 
 
@@ -236,6 +236,13 @@ def make_demo_case(
         if 0.06 <= lesion_mask.mean() <= 0.36:
             break
     lesion_alpha = np.max([_soft(rho, r, edge) for rho, r in zip(rhos, radii)], axis=0)
+    # Boundary roughness can pinch off specks: drop them from the label and fade them out,
+    # so a label never holds fragments a few pixels big that no annotator would draw.
+    comps, n_comps = ndimage.label(lesion_mask)
+    sizes = np.bincount(comps.ravel(), minlength=n_comps + 1)
+    specks = (sizes < 0.002 * lesion_mask.size)[comps] & lesion_mask
+    lesion_mask &= ~specks
+    lesion_alpha = np.where(specks, 0.3 * lesion_alpha, lesion_alpha)
     label = lesion_mask.astype(np.int64)
 
     speckle = _smooth_noise(rng, shape, geo.sigma(0.9, z_min=0.5))

@@ -33,6 +33,8 @@ def detect_format(path: Path) -> str:
         raise DataError(f"unsupported dataset file; expected {EXPECTED_LAYOUTS}", path)
     if (path / "dataset.json").is_file():
         return "msd"
+    if (path / "dataset.yaml").is_file():  # a folder that describes itself (classes, options)
+        return "yaml"
     if any(path.glob("*.list")) and (path / "data").is_dir():
         return "ssl4mis"
     if (path / "images").is_dir() and (path / "masks").is_dir():
@@ -61,6 +63,8 @@ def open_dataset(spec: str | Path, classes: Sequence[str] | int | None = None, *
         "yaml": read_dataset_yaml,
     }
     reader = readers[fmt]
+    if fmt == "yaml" and path.is_dir():
+        path = path / "dataset.yaml"
     try:  # bind first so a typo in options is reported as such, not as a crash inside the reader
         inspect.signature(reader).bind(path, classes=classes, **options)
     except TypeError as exc:

@@ -55,18 +55,31 @@ def resize_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out[:, 0].long()
 
 
+def slice_axis(case: Case) -> int:
+    """Spatial axis along which a volume is cut into 2D slices.
+
+    NIfTI arrays keep nibabel's (X, Y, Z) order, so slices run along Z (axis 2); HDF5/NumPy
+    volumes of the SSL field are stored slice-first (D, H, W). ``meta["slice_axis"]`` wins.
+    """
+    if "slice_axis" in case.meta:
+        return int(case.meta["slice_axis"])
+    return 2 if str(case.meta.get("format", "")).startswith(".nii") else 0
+
+
 def as_slices(case: Case, model_dims: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Present a case to a ``model_dims``-D network.
 
-    A 3D case given to a 2D network becomes a stack of slices along the first spatial
-    axis: returns ((S, C, H, W), (S, H, W) or None, True). 2D->2D and 3D->3D add a batch axis.
+    A 3D case given to a 2D network becomes a stack of 2D slices along :func:`slice_axis`:
+    returns ((S, C, h, w), (S, h, w) or None, True). 2D->2D and 3D->3D add a batch axis.
     """
     if case.spatial_dims == model_dims:
         label = None if case.label is None else case.label[None]
         return case.image[None], label, False
     if case.spatial_dims == 3 and model_dims == 2:
-        image = np.moveaxis(case.image, 1, 0)  # (C, D, H, W) -> (D, C, H, W)
-        return image, case.label, True
+        axis = slice_axis(case)
+        image = np.moveaxis(case.image, 1 + axis, 0)  # (C, ...) -> (S, C, h, w)
+        label = None if case.label is None else np.moveaxis(case.label, axis, 0)
+        return image, label, True
     raise ValueError(f"{case.case_id}: a {case.spatial_dims}D case cannot be fed to a {model_dims}D network")
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.case import Case
-from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize
+from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize, slice_axis
 
 
 @dataclass
@@ -108,8 +108,8 @@ class Segmenter:
                 for i in range(0, x.shape[0], self.slice_batch)]
         self.model.train(was_training)
         probs = torch.cat(outs)  # (N, K, *spatial)
-        if sliced:
-            return probs.permute(1, 0, *range(2, probs.ndim)).numpy()  # (K, D, H, W)
+        if sliced:  # (S, K, h, w) -> (K, *case.spatial_shape)
+            return np.moveaxis(probs.numpy(), 0, 1 + slice_axis(case))
         return probs[0].numpy()
 
     def predict(self, case: Case) -> np.ndarray:

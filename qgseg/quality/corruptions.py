@@ -41,8 +41,9 @@ CATEGORIES: tuple[str, ...] = (
 class Corruption:
     """One registered corruption.
 
-    ``requires_3d`` (an addition to the brief) marks the volumetric ones that only
-    make sense on ``(B, K, D, H, W)`` input.
+    Additions to the brief: ``requires_3d`` marks the volumetric ones that only make sense
+    on ``(B, K, D, H, W)`` input; ``local`` marks those whose output stays within about one
+    object size of the input foreground, so :func:`apply_corruption` may run them on a crop.
     """
 
     name: str
@@ -51,6 +52,7 @@ class Corruption:
     supports_3d: bool = True
     needs_multiclass: bool = False
     requires_3d: bool = False
+    local: bool = False
 
     def __call__(self, masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
         return self.fn(masks, gen, strength)
@@ -68,11 +70,11 @@ CORRUPTIONS: dict[str, Corruption] = {}
 
 
 def _register(name: str, category: str, *, supports_3d: bool = True, needs_multiclass: bool = False,
-              requires_3d: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
+              requires_3d: bool = False, local: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
     assert category in CATEGORIES, category
 
     def deco(fn: CorruptionFn) -> CorruptionFn:
-        CORRUPTIONS[name] = Corruption(name, category, fn, supports_3d, needs_multiclass, requires_3d)
+        CORRUPTIONS[name] = Corruption(name, category, fn, supports_3d, needs_multiclass, requires_3d, local)
         return fn
 
     return deco
@@ -125,7 +127,7 @@ def _sdims(x: Tensor) -> int:
 
 
 def _is_hard(x: Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+    return torch.equal(x, x.round())
 
 
 def _fold_channels(x: Tensor) -> Tensor:
@@ -177,12 +179,33 @@ def _bview(t: Tensor, d: int) -> Tensor:
     return t.reshape(*t.shape, *([1] * d))
 
 
-def _maxpool_axis(x: Tensor, axis: int, k: int) -> Tensor:
-    d = _sdims(x)
-    ks, pad = [1] * d, [0] * d
-    ks[axis], pad[axis] = k, k // 2
-    pool = F.max_pool2d if d == 2 else F.max_pool3d
-    return pool(x, tuple(ks), 1, tuple(pad))
+def _window_max(x: Tensor, axis: int, r: int) -> Tensor:
+    """Max over ``[i - r, i + r]`` along spatial ``axis`` (outside counts as 0).
+
+    Why not max_pool: PyTorch's CPU max_pool with stride 1 is ~10x slower than shifted
+    maxima; log-doubling makes the cost O(log r) elementwise maxima for any window.
+    """
+    if r <= 0:
+        return x
+    dim = 2 + axis
+    n = x.shape[dim]
+    zshape = list(x.shape)
+    zshape[dim] = r
+    z = x.new_zeros(zshape)
+    p = torch.cat([z, x, z], dim)
+    length, w, m = 2 * r + 1, 1, p
+    while 2 * w <= length:
+        m = torch.maximum(m.narrow(dim, 0, m.shape[dim] - w), m.narrow(dim, w, m.shape[dim] - w))
+        w *= 2
+    # m[i] = max p[i : i + w] with w >= length / 2: two overlapping windows cover the span
+    return torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, length - w, n))
+
+
+def _square_max(x: Tensor, r: int) -> Tensor:
+    """Max over a (2r+1)^d box (separable)."""
+    for ax in range(_sdims(x)):
+        x = _window_max(x, ax, r)
+    return x
 
 
 def _dilate(x: Tensor, r: int) -> Tensor:
@@ -196,15 +219,32 @@ def _dilate(x: Tensor, r: int) -> Tensor:
     a = int(round(r * 0.414))
     b = r - a
     d = _sdims(x)
-    if a > 0:
+    x = _square_max(x, a)
+    for _ in range(b):  # diamond = b steps of the cross element
+        y = x
         for ax in range(d):
-            x = _maxpool_axis(x, ax, 2 * a + 1)
-    for _ in range(b):
-        y = _maxpool_axis(x, 0, 3)
-        for ax in range(1, d):
-            y = torch.maximum(y, _maxpool_axis(x, ax, 3))
+            y = torch.maximum(y, _window_max(x, ax, 1))
         x = y
     return x
+
+
+def _morph_op(x: Tensor, r: int, kind: str, hard: bool) -> Tensor:
+    """Erosion/dilation/opening/closing with radius ``r``; radii > 8 run at reduced
+    resolution (factor ceil(r/8)): boundary error ~factor/2 px on a shift of r px."""
+    f = max(1, math.ceil(r / 8))
+    sp = x.shape[2:]
+    if f > 1 and min(sp) >= 4 * f:
+        pool = F.avg_pool2d if len(sp) == 2 else F.avg_pool3d
+        y = _morph_op(pool(x, f, f, ceil_mode=True), max(1, round(r / f)), kind, hard=False)
+        y = F.interpolate(y, size=tuple(sp), mode="bilinear" if len(sp) == 2 else "trilinear", align_corners=False)
+        return (y >= 0.5).float() if hard else y.clamp(0, 1)
+    if kind == "erosion":
+        return _erode(x, r)
+    if kind == "dilation":
+        return _dilate(x, r)
+    if kind == "opening":
+        return _dilate(_erode(x, r), r)
+    return _erode(_dilate(x, r), r)
 
 
 def _erode(x: Tensor, r: int) -> Tensor:
@@ -398,9 +438,8 @@ def _components(x: Tensor, max_iter: int = 64) -> Tensor:
     fg = xc.float()
     idx = torch.arange(1, p + 1, device=x.device, dtype=torch.float32).reshape(1, 1, *sub)
     lab = idx * fg
-    pool = F.max_pool2d if d == 2 else F.max_pool3d
     for _ in range(max_iter):
-        new = (pool(lab, 3, 1, 1) * fg).reshape(n, p)
+        new = (_square_max(lab, 1) * fg).reshape(n, p)
         for _ in range(2):
             j = (new.long() - 1).clamp(min=0)
             new = torch.maximum(new, new.gather(1, j) * (new > 0))
@@ -460,7 +499,7 @@ def _morph_radii(x: Tensor, s: Tensor, gen: torch.Generator, lo: float, hi: floa
     """Per-channel radius: a fraction (lo..hi by strength, jittered) of the equivalent radius."""
     _, _, req = _fg_stats(x)
     req = req.reshape(-1)
-    jitter = _uniform(gen, (req.shape[0],), 0.7, 1.0, x.device)
+    jitter = _uniform(gen, (req.shape[0],), 0.5, 1.0, x.device)
     frac = lo + (hi - lo) * s * jitter
     rmax = max(1, min(x.shape[2:]) // 4)
     return (frac * req).round().clamp(1, rmax).long()
@@ -474,30 +513,26 @@ def _make_morph(kind: str) -> CorruptionFn:
         s = _strength(strength, b, masks.device).repeat_interleave(k)
         x = _fold_channels(masks)
         radii = _morph_radii(x, s, gen, lo, hi)
-
-        def op(xx: Tensor, r: int) -> Tensor:
-            if kind == "erosion":
-                return _erode(xx, r)
-            if kind == "dilation":
-                return _dilate(xx, r)
-            if kind == "opening":
-                return _dilate(_erode(xx, r), r)
-            return _erode(_dilate(xx, r), r)
-
-        return _grouped(x, radii, op).reshape(masks.shape)
+        hard = _is_hard(x)
+        out = _grouped(x, radii, lambda xx, r: _morph_op(xx, r, kind, hard))
+        if kind in ("erosion", "opening"):  # exact guarantee despite the reduced-resolution path
+            out = torch.minimum(out, x)
+        elif kind == "dilation":
+            out = torch.maximum(out, x)
+        return out.reshape(masks.shape)
 
     fn.__doc__ = f"{kind.capitalize()} with a disc-like element whose radius grows with strength."
     return fn
 
 
 for _kind in ("erosion", "dilation", "opening", "closing"):
-    _register(_kind, "morphology")(_make_morph(_kind))
+    _register(_kind, "morphology", local=True)(_make_morph(_kind))
 
 
 # --------------------------------------------------------------------------------------
 # Shape approximations
 # --------------------------------------------------------------------------------------
-@_register("ellipse", "shape")
+@_register("ellipse", "shape", local=True)
 @_slicewise
 def ellipse(masks: Tensor, gen: torch.Generator, s: Tensor) -> Tensor:
     """Ellipse with the same second moments as each object, scaled by up to +/-35% with strength."""
@@ -565,7 +600,7 @@ def _support_polygon(x: Tensor, ang: Tensor, valid: Tensor, shrink: Tensor | Non
     return inside[:, None].float()
 
 
-@_register("polygon", "shape")
+@_register("polygon", "shape", local=True)
 @_slicewise
 def polygon(masks: Tensor, gen: torch.Generator, s: Tensor) -> Tensor:
     """Circumscribed polygon with 8 (weak) down to 3 (strong) sides, randomly rotated, slightly shrunk."""
@@ -580,7 +615,7 @@ def polygon(masks: Tensor, gen: torch.Generator, s: Tensor) -> Tensor:
     return _support_polygon(x, ang, j < sides[:, None], shrink).reshape(masks.shape)
 
 
-@_register("convex_hull", "shape")
+@_register("convex_hull", "shape", local=True)
 @_slicewise
 def convex_hull(masks: Tensor, gen: torch.Generator, s: Tensor) -> Tensor:
     """Convex hull approximated by 64 support half-planes (always contains the object)."""
@@ -591,7 +626,7 @@ def convex_hull(masks: Tensor, gen: torch.Generator, s: Tensor) -> Tensor:
     return _support_polygon(x, ang, torch.ones_like(ang, dtype=torch.bool)).reshape(masks.shape)
 
 
-@_register("bounding_box", "shape")
+@_register("bounding_box", "shape", local=True)
 def bounding_box(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Axis-aligned bounding box (2D or 3D), enlarged by up to 20% of the extent with strength."""
     b, k = masks.shape[:2]
@@ -618,7 +653,7 @@ def bounding_box(masks: Tensor, gen: torch.Generator, strength: Strength) -> Ten
 # --------------------------------------------------------------------------------------
 # Boundary
 # --------------------------------------------------------------------------------------
-@_register("jagged_band", "boundary")
+@_register("jagged_band", "boundary", local=True)
 def jagged_band(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Random (2-pixel-correlated) flips inside a band around the boundary; band width and
     flip rate grow with strength."""
@@ -628,7 +663,7 @@ def jagged_band(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tens
     s = _strength(strength, b, masks.device).repeat_interleave(k)
     _, _, req = _fg_stats(x)
     width = (1 + s * 0.3 * req.reshape(-1)).round().clamp(1, max(1, min(x.shape[2:]) // 8)).long()
-    band = _grouped(x, width, lambda xx, r: _dilate(xx, r) - _erode(xx, r))
+    band = _grouped(x, width, lambda xx, r: _morph_op(xx, r, "dilation", hard) - _morph_op(xx, r, "erosion", hard))
     sp = x.shape[2:]
     low = [max(1, n // 2) for n in sp]
     noise = _rand(gen, (x.shape[0], 1, *low), x.device)
@@ -639,7 +674,7 @@ def jagged_band(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tens
     return (out >= 0.5).float().reshape(masks.shape) if hard else out.reshape(masks.shape)
 
 
-@_register("smooth", "boundary")
+@_register("smooth", "boundary", local=True)
 def smooth(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Blur-and-threshold: rounds corners, removes thin parts; threshold jitter grows/shrinks."""
     b, k = masks.shape[:2]
@@ -661,7 +696,7 @@ def _object_scale(masks: Tensor) -> tuple[Tensor, Tensor]:
     return cent[:, 0], req[:, 0].clamp_min(2.0)
 
 
-@_register("elastic", "boundary")
+@_register("elastic", "boundary", local=True)
 def elastic(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Smooth random displacement field; correlation length ~ half the object radius,
     amplitude up to ~40% of it."""
@@ -676,7 +711,7 @@ def elastic(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     return _warp(masks, src, _is_hard(masks))
 
 
-@_register("grid_distortion", "boundary")
+@_register("grid_distortion", "boundary", local=True)
 def grid_distortion(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Piecewise-linear per-axis remapping on a grid of cells of about one object radius."""
     b = masks.shape[0]
@@ -708,7 +743,7 @@ def grid_distortion(masks: Tensor, gen: torch.Generator, strength: Strength) -> 
 # --------------------------------------------------------------------------------------
 # Structure
 # --------------------------------------------------------------------------------------
-@_register("holes", "structure")
+@_register("holes", "structure", local=True)
 def holes(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Punch 1-4 elliptical holes, centred inside the object, sized relative to it."""
     b, k = masks.shape[:2]
@@ -748,7 +783,7 @@ def islands(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     return torch.maximum(x, blob.float()).reshape(masks.shape)
 
 
-@_register("keep_largest", "structure")
+@_register("keep_largest", "structure", local=True)
 def keep_largest(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Keep only the largest connected component of each channel (never adds foreground)."""
     x = _fold_channels(masks)
@@ -759,7 +794,7 @@ def keep_largest(masks: Tensor, gen: torch.Generator, strength: Strength) -> Ten
     return (x * keep).reshape(masks.shape)
 
 
-@_register("drop_component", "structure")
+@_register("drop_component", "structure", local=True)
 def drop_component(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Remove one random connected component; a single-component object loses the part
     beyond a random cut line instead (deeper cut with strength)."""
@@ -786,7 +821,7 @@ def drop_component(masks: Tensor, gen: torch.Generator, strength: Strength) -> T
     return (x * ~(drop | cut)).reshape(masks.shape)
 
 
-@_register("rect_dropout", "structure")
+@_register("rect_dropout", "structure", local=True)
 def rect_dropout(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Zero out 1-3 boxes centred on foreground pixels (same boxes for all classes)."""
     b = masks.shape[0]
@@ -821,7 +856,7 @@ def _unit(gen: torch.Generator, b: int, d: int, device: torch.device) -> Tensor:
     return u / u.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-@_register("shift", "geometry")
+@_register("shift", "geometry", local=True)
 def shift(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Translate by up to ~1.2 object radii in a random direction."""
     b, d, dev = masks.shape[0], _sdims(masks), masks.device
@@ -832,7 +867,7 @@ def shift(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     return _warp_affine(masks, torch.eye(d, device=dev).repeat(b, 1, 1), t, cent, _is_hard(masks))
 
 
-@_register("scale", "geometry")
+@_register("scale", "geometry", local=True)
 def scale(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Isotropic scaling about the centroid by a factor in [0.5, 2] (wider with strength)."""
     b, d, dev = masks.shape[0], _sdims(masks), masks.device
@@ -843,7 +878,7 @@ def scale(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     return _warp_affine(masks, mat, torch.zeros(b, d, device=dev), cent, _is_hard(masks))
 
 
-@_register("rotation", "geometry")
+@_register("rotation", "geometry", local=True)
 def rotation(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Rotation about the centroid by up to 180 degrees (in-plane for 3D)."""
     b, d, dev = masks.shape[0], _sdims(masks), masks.device
@@ -853,7 +888,7 @@ def rotation(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     return _warp_affine(masks, _rotation(gen, ang, d), torch.zeros(b, d, device=dev), cent, _is_hard(masks))
 
 
-@_register("affine", "geometry")
+@_register("affine", "geometry", local=True)
 def affine(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Random affine: rotation, anisotropic scale, shear and translation, all scaled by strength."""
     b, d, dev = masks.shape[0], _sdims(masks), masks.device
@@ -895,13 +930,13 @@ def _blob(masks: Tensor, gen: torch.Generator, strength: Strength, wobble: bool)
     return _topk_mask(field, target).reshape(masks.shape)
 
 
-@_register("blob_disc", "blob")
+@_register("blob_disc", "blob", local=True)
 def blob_disc(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Disc (ball in 3D) of about equal area at the centroid (area/centre jitter with strength)."""
     return _blob(masks, gen, strength, wobble=False)
 
 
-@_register("blob_wobbly", "blob")
+@_register("blob_wobbly", "blob", local=True)
 def blob_wobbly(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Irregular blob of about equal area at the centroid: Gaussian bump plus smooth noise."""
     return _blob(masks, gen, strength, wobble=True)
@@ -985,7 +1020,7 @@ def corrupt_one_class(masks: Tensor, gen: torch.Generator, strength: Strength) -
     i = _randint(gen, k, (b,), masks.device)
     idx = i.reshape(b, 1, *([1] * d)).expand(b, 1, *masks.shape[2:])
     ch = torch.gather(masks, 1, idx)
-    ch = CORRUPTIONS[name](ch, gen, _strength(strength, b, masks.device))
+    ch = apply_corruption(name, ch, gen, _strength(strength, b, masks.device))
     return masks.scatter(1, idx, ch)
 
 
@@ -1032,14 +1067,14 @@ def corrupt_slices(masks: Tensor, gen: torch.Generator, strength: Strength) -> T
     s = _strength(strength, b, dev)
     name = _pick(gen, _single_channel_pool(2))
     sel = _slice_select(gen, s, b, d, dev)
-    bad = _unfold_slices(CORRUPTIONS[name](_fold_slices(masks), gen, s.repeat_interleave(d)), b, d)
+    bad = _unfold_slices(apply_corruption(name, _fold_slices(masks), gen, s.repeat_interleave(d)), b, d)
     return torch.where(sel.reshape(b, 1, d, 1, 1), bad, masks)
 
 
 # --------------------------------------------------------------------------------------
 # Resolution
 # --------------------------------------------------------------------------------------
-@_register("down_up", "resolution")
+@_register("down_up", "resolution", local=True)
 def down_up(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Area-downsample by 2..8 (with strength) then upsample (nearest or bilinear+threshold)."""
     b = masks.shape[0]
@@ -1051,21 +1086,21 @@ def down_up(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     pool = F.avg_pool2d if d == 2 else F.avg_pool3d
     lin = "bilinear" if d == 2 else "trilinear"
 
-    def op(x: Tensor, f: int) -> Tensor:
+    def op(x: Tensor, key: int) -> Tensor:
+        f, use_nearest = key // 2, key % 2 == 1
         small = pool(x, f, f, ceil_mode=True)
-        a = F.interpolate(small, size=tuple(sp), mode="nearest")
-        c = F.interpolate(small, size=tuple(sp), mode=lin, align_corners=False)
-        return torch.stack([a, c], 0)
+        if use_nearest:  # blocky staircase, like a low-resolution network output
+            return F.interpolate(small, size=tuple(sp), mode="nearest")
+        return F.interpolate(small, size=tuple(sp), mode=lin, align_corners=False)
 
-    both = _grouped(masks[None].transpose(0, 1), fac, lambda x, f: op(x[:, 0], f).transpose(0, 1))
-    out = torch.where(_bview(nearest, d + 1), both[:, 0], both[:, 1])
+    out = _grouped(masks, fac * 2 + nearest.long(), op)
     return (out >= 0.5).float() if hard else out
 
 
 # --------------------------------------------------------------------------------------
 # Soft (probability maps)
 # --------------------------------------------------------------------------------------
-@_register("soft_blur", "soft")
+@_register("soft_blur", "soft", local=True)
 def soft_blur(masks: Tensor, gen: torch.Generator, strength: Strength) -> Tensor:
     """Blurred mask -> logits -> sigmoid with random temperature, plus smooth logit noise."""
     b, k = masks.shape[:2]
@@ -1085,8 +1120,7 @@ def soft_temperature(masks: Tensor, gen: torch.Generator, strength: Strength) ->
     b = masks.shape[0]
     s = _strength(strength, b, masks.device)
     temp = 0.5 + 5.5 * (1 - s) * _uniform(gen, (b,), 0.6, 1.0, masks.device)
-    return torch.sigmoid((2 * masks - 1) * _bview(temp, _sdims(masks) + 1).squeeze(-1)
-                         if False else (2 * masks - 1) * temp.reshape(b, *([1] * (masks.dim() - 1))))
+    return torch.sigmoid((2 * masks - 1) * temp.reshape(b, *([1] * (masks.dim() - 1))))
 
 
 @_register("soft_noise", "soft")
@@ -1117,10 +1151,33 @@ def list_corruptions(spatial_dims: int, num_classes: int, categories: Sequence[s
             if c.applicable(spatial_dims, num_classes) and (categories is None or c.category in categories)]
 
 
-def apply_corruption(name: str, masks: Tensor, gen: torch.Generator, strength: Strength | None = None) -> Tensor:
+def _roi(masks: Tensor, max_fraction: float = 0.6) -> tuple[slice, ...] | None:
+    """Crop (union bounding box of the batch's foreground + a margin of 0.75x its largest
+    extent, >= 8 px) when it covers less than ``max_fraction`` of the image, else None."""
+    fg = masks.amax((0, 1)) > 0.01
+    sp = fg.shape
+    d = len(sp)
+    ranges = []
+    for ax in range(d):
+        other = tuple(i for i in range(d) if i != ax)
+        nz = fg.any(other).nonzero().squeeze(1) if other else fg.nonzero().squeeze(1)
+        if nz.numel() == 0:
+            return None  # empty masks: e.g. blobs are placed relative to the whole image
+        ranges.append((int(nz[0]), int(nz[-1])))
+    margin = max(8, math.ceil(0.75 * max(hi - lo + 1 for lo, hi in ranges)))
+    sl = tuple(slice(max(0, lo - margin), min(n, hi + margin + 1)) for (lo, hi), n in zip(ranges, sp))
+    frac = math.prod(s_.stop - s_.start for s_ in sl) / math.prod(sp)
+    return sl if frac < max_fraction else None
+
+
+def apply_corruption(name: str, masks: Tensor, gen: torch.Generator, strength: Strength | None = None,
+                     crop: bool = True) -> Tensor:
     """Apply a registered corruption; ``strength`` is drawn U(0,1) per sample when None.
 
-    The output is float32 on ``masks.device`` with values in [0, 1] and no NaN.
+    ``local`` corruptions run on the crop around the batch's foreground when it is small
+    (``crop=True``): lesions usually cover a few % of the image, so this is the main speed-up;
+    outside the crop the input is kept. The output is float32 on ``masks.device`` with
+    values in [0, 1] and no NaN.
     """
     if name not in CORRUPTIONS:
         raise KeyError(f"unknown corruption {name!r}; known: {sorted(CORRUPTIONS)}")
@@ -1134,7 +1191,13 @@ def apply_corruption(name: str, masks: Tensor, gen: torch.Generator, strength: S
         return masks.clone()
     if strength is None:
         strength = _rand(gen, (masks.shape[0],), masks.device)
-    out = c.fn(masks, gen, strength)
+    sl = _roi(masks) if (crop and c.local) else None
+    if sl is None:
+        out = c.fn(masks, gen, strength)
+    else:
+        idx = (slice(None), slice(None), *sl)
+        out = masks.clone()
+        out[idx] = c.fn(masks[idx].contiguous(), gen, strength)
     return torch.nan_to_num(out.float(), nan=0.0).clamp_(0.0, 1.0)
 
 

@@ -1,0 +1,39 @@
+"""Shared helpers for benchmark scripts: provenance and result files."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=RESULTS.parent, text=True).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "qgseg"], cwd=RESULTS.parent).returncode
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str) -> Path:
+    """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {**result, "command": command_line(), "git_commit": git_commit()}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=float))
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in table_rows]
+    lines += ["", f"Protocol: {result.get('protocol', '')}", "", f"Command: `{result['command']}`",
+              f"Commit: `{result['git_commit']}`"]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return path

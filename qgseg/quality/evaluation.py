@@ -1,0 +1,303 @@
+"""Evaluating a quality predictor on held-out cases.
+
+Four questions, one report (``quality_eval.json`` + ``quality_eval.md`` + plots):
+
+a. **synthetic**: fixed-seed corrupted masks of held-out cases (same generator as training);
+b. **real**: hard predictions of segmentation networks the predictor never saw (another seed
+   and/or architecture) - the masks it will actually be asked to score;
+c. **shortcuts**: does the prediction depend on the image at all? Black out the image, or give
+   each mask another case's image, and measure how much the prediction moves; and a
+   **mask-only baseline** (kNN regression on mask shape statistics fit on training masks): if
+   it is as good as the predictor, the predictor has learned mask priors, not image evidence;
+d. **ph2_fixed**: the published fixed PH2 mask set (``PH2/quality-test-masks.npz``), when present.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..data.case import Case
+from ..evaluation.inference import Segmenter
+from .metrics import format_quality_table, quality_report, regression_metrics
+from .sampler import SamplerConfig, VariableQualitySampler
+from .scoring import QualityScorer
+
+__all__ = ["evaluate_quality", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed", "find_ph2_fixed",
+           "real_network_pairs"]
+
+PH2_FIXED_NAME = "quality-test-masks.npz"
+
+
+# --------------------------------------------------------------------------- data helpers
+def _tensors(scorer: QualityScorer, cases: Sequence[Case]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prepared images and truth masks at the predictor size, via the scorer's own preprocessing."""
+    images, truths = [], []
+    for case in cases:
+        if case.label is None:
+            raise ValueError(f"{case.case_id}: evaluation needs labeled cases")
+        images.append(scorer.prepare_image(case))
+        truths.append(scorer.prepare_mask(case.label, case))
+    return torch.cat(images), torch.cat(truths)
+
+
+def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:
+    """The default category mix without weak predictions (evaluation must not depend on training runs)."""
+    return VariableQualitySampler(SamplerConfig(weak=0.0), scorer.spatial_dims, scorer.num_fg)
+
+
+def _dice_np(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-foreground-class Dice of two label maps (both empty -> 1, like the sampler's targets)."""
+    out = np.empty(num_classes - 1)
+    for c in range(1, num_classes):
+        p, t = pred == c, truth == c
+        denom = p.sum() + t.sum()
+        out[c - 1] = 1.0 if denom == 0 else 2.0 * np.logical_and(p, t).sum() / denom
+    return out
+
+
+# --------------------------------------------------------------------------- mask-only baseline
+def mask_features(masks: torch.Tensor) -> np.ndarray:
+    """Shape statistics per sample and class, ``(N, K, F)``: area fraction, boundary/area ratio,
+    number of components, largest-component fraction, bounding-box fill, softness."""
+    m = masks.float().cpu().numpy()
+    n, k = m.shape[:2]
+    feats = np.zeros((n, k, 6), dtype=np.float64)
+    for i in range(n):
+        for c in range(k):
+            soft = m[i, c]
+            hard = soft > 0.5
+            area = hard.sum()
+            feats[i, c, 0] = soft.mean()
+            feats[i, c, 5] = float(np.mean(np.minimum(soft, 1 - soft)) * 2)
+            if area == 0:
+                continue
+            boundary = hard & ~ndimage.binary_erosion(hard)
+            feats[i, c, 1] = boundary.sum() / area
+            lab, ncomp = ndimage.label(hard)
+            feats[i, c, 2] = min(ncomp, 20)
+            sizes = np.bincount(lab.ravel())[1:]
+            feats[i, c, 3] = sizes.max() / area
+            sl = ndimage.find_objects(hard.astype(np.int32))[0]
+            box = np.prod([s.stop - s.start for s in sl])
+            feats[i, c, 4] = area / box
+    return feats
+
+
+class MaskOnlyBaseline:
+    """kNN regressor (per class) from :func:`mask_features` to Dice; sees the mask, never the image."""
+
+    def __init__(self, k: int = 15) -> None:
+        self.k = k
+
+    def fit(self, masks: torch.Tensor, dice: torch.Tensor) -> "MaskOnlyBaseline":
+        f = mask_features(masks)
+        self.mean = f.mean(0, keepdims=True)
+        self.std = f.std(0, keepdims=True) + 1e-6
+        self.x = (f - self.mean) / self.std  # (N, K, F)
+        self.y = dice.float().cpu().numpy()  # (N, K)
+        return self
+
+    def predict(self, masks: torch.Tensor) -> np.ndarray:
+        x = (mask_features(masks) - self.mean) / self.std
+        out = np.empty(x.shape[:2])
+        k = min(self.k, self.x.shape[0])
+        for c in range(x.shape[1]):
+            d = ((x[:, c, None, :] - self.x[None, :, c, :]) ** 2).sum(-1)  # (M, N)
+            nn_idx = np.argpartition(d, k - 1, axis=1)[:, :k]
+            out[:, c] = self.y[nn_idx, c].mean(1)
+        return out
+
+
+# --------------------------------------------------------------------------- real networks
+def real_network_pairs(scorer: QualityScorer, cases: Sequence[Case], snapshots: Sequence[str | Path],
+                       device: Any = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Hard predictions of ``snapshots`` on ``cases``: (predicted Dice, true Dice at the original
+    resolution, source names), each ``(N * S, K)``."""
+    from tqdm.auto import tqdm
+
+    segs = [(Path(p).stem, Segmenter.from_checkpoint(p, device=device)) for p in snapshots]
+    preds, trues, names = [], [], []
+    for case in tqdm(cases, desc="quality eval (real nets)", disable=not progress, dynamic_ncols=True):
+        for name, seg in segs:
+            label = seg.predict(case)
+            trues.append(_dice_np(label, case.label, len(scorer.classes)))
+            preds.append(scorer.score(case, label))
+            names.append(name)
+    k = scorer.num_fg
+    return (np.asarray(preds).reshape(-1, k), np.asarray(trues).reshape(-1, k), names)
+
+
+# --------------------------------------------------------------------------- PH2 fixed set
+def find_ph2_fixed(root: str | Path | None) -> Path | None:
+    """``<root>/quality-test-masks.npz`` when ``root`` is a PH2 folder that has it."""
+    if root is None:
+        return None
+    path = Path(root) / PH2_FIXED_NAME
+    return path if path.is_file() else None
+
+
+def evaluate_ph2_fixed(scorer: QualityScorer, npz_path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Score the 200 fixed PH2 masks: images ``PH2/images/<id>.jpg`` resized to 224x224 (Pillow's
+    default resampling, aspect ratio not kept, as the masks were made). Returns (pred, true, corruption)."""
+    from PIL import Image
+
+    npz_path = Path(npz_path)
+    with np.load(npz_path, allow_pickle=False) as z:
+        ids = [str(i) for i in z["image_id"]]
+        corruption = [str(c) for c in z["corruption"]]
+        true = z["true_dice"].astype(np.float64)
+        masks = np.unpackbits(z["mask_bits"], axis=-1)[..., :224].astype(np.int64)
+    images_dir = npz_path.parent / "images"
+    cache: dict[str, torch.Tensor] = {}
+    preds = []
+    for i, image_id in enumerate(ids):
+        if image_id not in cache:
+            matches = sorted(images_dir.glob(f"{image_id}.*"))
+            if not matches:
+                raise FileNotFoundError(f"{images_dir}/{image_id}.*: image of the fixed PH2 mask set not found")
+            with Image.open(matches[0]) as im:
+                arr = np.asarray(im.convert("RGB").resize((224, 224)))
+            cache[image_id] = torch.as_tensor(np.moveaxis(arr, -1, 0).astype(np.float32))
+        case = Case(image_id, cache[image_id].numpy(), meta={"dtype": "uint8"})
+        image = scorer.prepare_image(case)
+        mask = scorer.prepare_mask(masks[i], case)
+        preds.append(scorer.predict(image, mask)[0, 0].item())
+    return np.asarray(preds), true, corruption
+
+
+# --------------------------------------------------------------------------- the report
+def _section(pred: np.ndarray, true: np.ndarray, classes: list[str], out_dir: Path, name: str,
+             categories: Sequence[str] | None, tables: dict[str, str]) -> dict[str, Any]:
+    from ..viz.quality_plots import reliability_plot, scatter_pred_vs_true
+
+    rep = quality_report(pred, true, per_class=classes if pred.ndim == 2 else None)
+    tables[name] = format_quality_table(rep)
+    plots = out_dir / "plots"
+    rep["plots"] = {
+        "scatter": str(scatter_pred_vs_true(pred, true, plots / f"{name}_scatter.png", title=name,
+                                            categories=categories)),
+        "reliability": str(reliability_plot(pred, true, plots / f"{name}_reliability.png")),
+    }
+    return rep
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str | Path, seed: int = 1234,
+                     k: int = 5, real_snapshots: Sequence[str | Path] | None = None,
+                     train_cases: Sequence[Case] | None = None, ph2_fixed: str | Path | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Evaluate ``scorer`` on labeled held-out ``cases``; writes ``quality_eval.{json,md}`` and plots.
+
+    Args:
+        seed, k: fixed seed and masks per image of the synthetic set.
+        real_snapshots: segmentation checkpoints the predictor never saw (part b); skipped if empty.
+        train_cases: training cases for the mask-only baseline (skipped when ``None``).
+        ph2_fixed: path of ``PH2/quality-test-masks.npz`` (part d); skipped when ``None``.
+
+    Returns:
+        ``{"synthetic", "real"?, "shortcuts", "mask_only"?, "ph2_fixed"?, "tables", "files"}``;
+        each metrics section is a :func:`quality_report` (MAE, RMSE, Pearson, Spearman, MAE per
+        true-Dice bin, AUROC/AUPRC for Dice < 0.5/0.7/0.8).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = scorer.fg_classes
+    tables: dict[str, str] = {}
+    report: dict[str, Any] = {"cases": len(cases), "seed": seed, "masks_per_image": k, "classes": classes}
+
+    # (a) synthetic fixed-seed masks
+    images, truth = _tensors(scorer, cases)
+    sampler = _eval_sampler(scorer)
+    fixed = sampler.fixed_masks(truth, seed, k)
+    img_rows = images[fixed.index]
+    pred = scorer.predict(img_rows, fixed.masks)
+    true = fixed.dice.cpu()
+    report["synthetic"] = _section(pred.numpy(), true.numpy(), classes, out_dir, "synthetic", fixed.category, tables)
+    report["synthetic"]["by_category"] = {
+        c: regression_metrics(pred.numpy()[[i for i, cc in enumerate(fixed.category) if cc == c]],
+                              true.numpy()[[i for i, cc in enumerate(fixed.category) if cc == c]])
+        for c in sorted(set(fixed.category))}
+
+    # (c) shortcut tests: the prediction should move when the image stops matching the mask
+    black = scorer.predict(torch.zeros_like(img_rows), fixed.masks)
+    n_img = images.shape[0]
+    shuffled_rows = images[(fixed.index + 1) % n_img] if n_img > 1 else img_rows
+    shuffled = scorer.predict(shuffled_rows, fixed.masks)
+    report["shortcuts"] = {
+        "black_image": {"mean_abs_change": float((black - pred).abs().mean()),
+                        "mae_vs_true": regression_metrics(black.numpy(), true.numpy())["mae"]},
+        "shuffled_images": {"mean_abs_change": float((shuffled - pred).abs().mean()),
+                            "mae_vs_true": regression_metrics(shuffled.numpy(), true.numpy())["mae"],
+                            "valid": n_img > 1},
+    }
+    if train_cases:
+        _, t_truth = _tensors(scorer, train_cases)
+        t_fixed = sampler.fixed_masks(t_truth, seed + 1, max(k, 4))
+        baseline = MaskOnlyBaseline().fit(t_fixed.masks, t_fixed.dice)
+        b_pred = baseline.predict(fixed.masks)
+        rm = regression_metrics(b_pred, true.numpy())
+        report["mask_only"] = {**rm, "method": "kNN on mask shape statistics", "train_masks": len(t_fixed)}
+        tables["mask_only"] = format_quality_table(quality_report(b_pred, true.numpy(), classes))
+
+    # (b) real networks never seen in training
+    if real_snapshots:
+        r_pred, r_true, names = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress)
+        report["real"] = _section(r_pred, r_true, classes, out_dir, "real", names, tables)
+        report["real"]["snapshots"] = [str(p) for p in real_snapshots]
+
+    # (d) the published fixed PH2 mask set
+    if ph2_fixed is not None:
+        p_pred, p_true, corr = evaluate_ph2_fixed(scorer, ph2_fixed)
+        report["ph2_fixed"] = _section(p_pred, p_true, classes, out_dir, "ph2_fixed", corr, tables)
+
+    report["tables"] = tables
+    json_path = out_dir / "quality_eval.json"
+    md_path = out_dir / "quality_eval.md"
+    report["files"] = {"json": str(json_path), "markdown": str(md_path)}
+    with open(json_path, "w") as fh:
+        json.dump(_json_safe({k: v for k, v in report.items() if k != "tables"}), fh, indent=2)
+    md_path.write_text(_markdown(report))
+    return report
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# Quality predictor evaluation", "",
+             f"{report['cases']} held-out cases, {report['masks_per_image']} synthetic masks per image "
+             f"(seed {report['seed']}); classes {report['classes']}.", ""]
+    titles = {"synthetic": "Synthetic corrupted masks (fixed seed)",
+              "real": "Real networks never seen in training (hard predictions)",
+              "ph2_fixed": "PH2 fixed quality test set (quality-test-masks.npz)",
+              "mask_only": "Mask-only baseline (kNN on mask statistics, same synthetic masks)"}
+    for key, title in titles.items():
+        if key in report["tables"]:
+            lines += [f"## {title}", "", report["tables"][key], ""]
+    sc = report["shortcuts"]
+    lines += ["## Shortcut tests (synthetic masks)", "",
+              "| test | mean abs change of prediction | MAE vs true Dice |", "|---|---|---|",
+              f"| image blacked out | {sc['black_image']['mean_abs_change']:.3f} | {sc['black_image']['mae_vs_true']:.3f} |",
+              f"| images shuffled across cases | {sc['shuffled_images']['mean_abs_change']:.3f} | "
+              f"{sc['shuffled_images']['mae_vs_true']:.3f} |", "",
+              "A predictor that uses the image should change its prediction (and get worse) in both tests.", ""]
+    if "by_category" in report["synthetic"]:
+        lines += ["## Synthetic MAE by sampler category", "", "| category | n | MAE | Spearman |", "|---|---|---|---|"]
+        for c, m in report["synthetic"]["by_category"].items():
+            lines.append(f"| {c} | {m['n']} | {m['mae']:.3f} | {m['spearman']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)

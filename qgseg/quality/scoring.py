@@ -1,0 +1,211 @@
+"""Using a trained quality predictor: load a checkpoint, prepare (image, mask) pairs, score them.
+
+The same preprocessing (normalisation, resize to the predictor's input size, 3D volumes as 2D
+slices) is used by training, evaluation and ``qgseg quality score``, so a predictor always sees
+its inputs prepared the same way. Everything a checkpoint needs to be used is in its ``meta``
+(see :meth:`qgseg.quality.training.QualityTrainer.checkpoint_meta`).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.case import Case
+from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize
+from .predictor import QualityPredictor
+
+__all__ = [
+    "QualityScorer",
+    "load_quality_predictor",
+    "label_to_fg",
+    "resize_masks",
+    "hard_fg",
+    "score_folder",
+    "write_scores_csv",
+]
+
+
+# --------------------------------------------------------------------------- mask helpers
+def label_to_fg(label: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Integer label map ``(*spatial)`` -> float one-hot foreground channels ``(K, *spatial)``."""
+    lab = torch.as_tensor(np.asarray(label)).long()
+    if int(lab.max()) >= num_classes or int(lab.min()) < 0:
+        raise ValueError(f"label values {int(lab.min())}..{int(lab.max())} outside 0..{num_classes - 1}")
+    return F.one_hot(lab, num_classes).movedim(-1, 0)[1:].float()
+
+
+def hard_fg(fg: torch.Tensor) -> torch.Tensor:
+    """Soft foreground probabilities ``(B, K, *S)`` -> hard one-hot foreground (argmax incl. background)."""
+    bg = (1.0 - fg.sum(1, keepdim=True)).clamp_min(0)
+    full = torch.cat([bg, fg], 1)
+    idx = full.argmax(1)
+    return F.one_hot(idx, full.shape[1]).movedim(-1, 1)[:, 1:].to(fg.dtype)
+
+
+def resize_masks(masks: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``(B, K, *S)`` masks: nearest for hard {0,1} masks (stay hard), linear for soft ones."""
+    size = tuple(int(s) for s in size)
+    if tuple(masks.shape[2:]) == size:
+        return masks.float()
+    masks = masks.float()
+    hard = bool(((masks == 0) | (masks == 1)).all())
+    if hard:
+        return F.interpolate(masks, size=size, mode="nearest")
+    return resize_image(masks, size).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- scorer
+class QualityScorer:
+    """A quality predictor plus its preprocessing; ``score(case, mask)`` -> predicted Dice ``(K,)``.
+
+    Args:
+        model: the :class:`QualityPredictor` (eval mode is set here).
+        meta: checkpoint meta with ``classes``, ``image_size``, ``normalize``, ``spatial_dims``.
+    """
+
+    def __init__(self, model: QualityPredictor, meta: dict[str, Any], device: str | torch.device = "cpu",
+                 batch_size: int = 32) -> None:
+        self.model = model.to(device).eval()
+        self.meta = dict(meta)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.classes: list[str] = list(meta["classes"])
+        self.image_size: list[int] = [int(s) for s in meta["image_size"]]
+        self.spatial_dims: int = int(meta["spatial_dims"])
+        self.normalize: str = meta.get("normalize", "auto")
+
+    @property
+    def num_fg(self) -> int:
+        return len(self.classes) - 1
+
+    @property
+    def fg_classes(self) -> list[str]:
+        return self.classes[1:]
+
+    # ---------------------------------------------------------------- preprocessing
+    def prepare_image(self, case: Case) -> torch.Tensor:
+        """Normalised image at the predictor size, ``(N, C, *size)``; N = slices for 3D cases + 2D model."""
+        img = normalize_image(case.image, resolve_normalize(self.normalize, case))
+        tmp = Case(case.case_id, img, None, case.spacing, case.affine, case.group, case.meta)
+        x, _, _ = as_slices(tmp, self.spatial_dims)
+        return resize_image(torch.from_numpy(np.ascontiguousarray(x)).float(), self.image_size)
+
+    def prepare_mask(self, mask: np.ndarray | torch.Tensor, case: Case) -> torch.Tensor:
+        """A mask for ``case`` -> ``(N, K, *size)``.
+
+        Accepts an integer label map of the case's spatial shape, or foreground channels
+        ``(K, *spatial)`` (hard or soft) of that shape.
+        """
+        m = torch.as_tensor(np.asarray(mask))
+        if tuple(m.shape) == tuple(case.spatial_shape):
+            fg = label_to_fg(m, len(self.classes))
+        elif m.ndim == case.spatial_dims + 1 and m.shape[0] == self.num_fg and tuple(m.shape[1:]) == case.spatial_shape:
+            fg = m.float()
+        else:
+            raise ValueError(f"{case.case_id}: mask shape {tuple(m.shape)} matches neither the image "
+                             f"{case.spatial_shape} nor ({self.num_fg}, *spatial)")
+        if case.spatial_dims == self.spatial_dims:
+            fg = fg[None]
+        else:  # 3D case, 2D predictor: slices along the first spatial axis, as as_slices does
+            fg = fg.movedim(1, 0)
+        return resize_masks(fg, self.image_size)
+
+    # ---------------------------------------------------------------- prediction
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Predicted Dice ``(N, K)`` for prepared tensors, in batches (CPU tensor)."""
+        self.model.eval()
+        out = []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = images[i:i + self.batch_size].to(self.device)
+            m = masks[i:i + self.batch_size].to(self.device)
+            out.append(self.model(x, m).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.num_fg)
+
+    def score(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted Dice per foreground class, ``(K,)``.
+
+        For a 3D case scored by a 2D predictor the slice predictions are averaged with weights
+        = mask + truth-agnostic foreground area of each slice (slices where the mask is empty
+        count little), an approximation of the volume Dice.
+        """
+        images = self.prepare_image(case)
+        masks = self.prepare_mask(mask, case)
+        pred = self.predict(images, masks)  # (N, K)
+        if pred.shape[0] == 1:
+            return pred[0].numpy()
+        area = masks.flatten(2).sum(-1)  # (N, K)
+        weights = area + 1e-3 * area.sum(0, keepdim=True).clamp_min(1)  # why: keep empty slices in play
+        return ((pred * weights).sum(0) / weights.sum(0)).numpy()
+
+
+def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu", best: bool = True) -> QualityScorer:
+    """Rebuild a :class:`QualityScorer` from a checkpoint written by the quality trainer.
+
+    ``path`` may be a ``.ckpt`` file or a run folder (``checkpoints/best.ckpt`` is used).
+    Loading uses ``torch.load(weights_only=True)``; the architecture comes from ``meta``.
+    """
+    from ..engine.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / ("best.ckpt" if best else "last.ckpt")
+    state = load_checkpoint(path)
+    meta = state.get("meta") or {}
+    if meta.get("task") != "quality" or "predictor" not in meta:
+        raise ValueError(f"{path}: not a qgseg quality-predictor checkpoint (meta.task={meta.get('task')!r})")
+    model = QualityPredictor.from_config(meta["predictor"])
+    model.load_state_dict(state["model"])
+    return QualityScorer(model, meta, device)
+
+
+# --------------------------------------------------------------------------- folders
+def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str | Path,
+                 mask_pattern: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Score every (image, mask) pair of two folders; pairs by file name (:func:`pair_files`).
+
+    Returns ``(rows, problems)``: one row per pair ``{"case_id", "image", "mask", <class>: Dice, ...,
+    "min_dice"}`` and human-readable pairing problems (unpaired / ambiguous files).
+    """
+    from ..data.io import list_image_files, read_image, read_mask
+    from ..data.pairing import pair_files
+
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: no such folder")
+    pairing = pair_files(list_image_files(images_dir), list_image_files(masks_dir), mask_pattern)
+    problems = [f"{p}: {msg}" for p, msg in pairing.problems()]
+    rows: list[dict[str, Any]] = []
+    for case_id, img_path, mask_path in pairing.pairs:
+        image, info = read_image(img_path)
+        case = Case(case_id, image, spacing=info.get("spacing"), affine=info.get("affine"),
+                    meta={"dtype": info.get("dtype")})
+        mask = read_mask(mask_path, num_classes=len(scorer.classes))
+        if tuple(mask.shape) != case.spatial_shape:
+            problems.append(f"{mask_path}: mask shape {mask.shape} != image shape {case.spatial_shape}; skipped")
+            continue
+        dice = scorer.score(case, mask)
+        row: dict[str, Any] = {"case_id": case_id, "image": str(img_path), "mask": str(mask_path)}
+        row.update({name: float(v) for name, v in zip(scorer.fg_classes, dice)})
+        row["min_dice"] = float(np.min(dice))
+        rows.append(row)
+    return rows, problems
+
+
+def write_scores_csv(rows: list[dict[str, Any]], path: str | Path, classes: Sequence[str]) -> Path:
+    """CSV with ``case_id`` and one predicted-Dice column per foreground class (+ ``min_dice``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["case_id", *classes, "min_dice"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r["case_id"]] + [f"{r[c]:.4f}" for c in cols[1:]])
+    return path

@@ -1,0 +1,360 @@
+"""Training the quality predictor g(image, mask) -> Dice with the shared engine.
+
+:class:`QualityTrainer` is a :class:`~qgseg.engine.trainer.BaseTrainer`: the optimiser (AdamW),
+cosine schedule, validation, best-checkpoint selection on validation MAE, early stopping and
+resumable checkpoints all come from the engine. What is specific here:
+
+* data: labeled training images with their truth masks at the predictor input size, plus
+  cached predictions of weak segmenter snapshots (:mod:`qgseg.quality.weak`);
+* each step draws fresh corrupted masks from :class:`VariableQualitySampler` (targets = true
+  Dice per class), so the predictor never sees the same (image, mask) pair twice;
+* validation uses FIXED-seed masks of the validation cases (plus the weak snapshots' hard
+  predictions on them), so validation MAE is comparable across iterations and runs.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import QualityConfig, RunConfig
+from ..data.augment import intensity_augment
+from ..data.case import Case
+from ..data.preprocess import TensorBank
+from ..data.run_data import RunData, prepare_run_data
+from ..engine.trainer import BaseTrainer
+from .corruptions import dice_per_class
+from .metrics import regression_metrics
+from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
+from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
+from .scoring import hard_fg
+from .weak import as_unit, load_or_predict_weak, train_weak_snapshots
+
+__all__ = ["QualityTrainer", "build_sampler", "prepare_tensors", "predictor_size", "quality_run_config",
+           "train_quality_predictor"]
+
+
+# --------------------------------------------------------------------------- helpers
+def predictor_size(cfg: RunConfig) -> list[int]:
+    """Predictor input size: ``quality.image_size`` or the segmenter's ``data.image_size``."""
+    return [int(s) for s in (cfg.quality.image_size or cfg.data.image_size)]
+
+
+def build_sampler(q: QualityConfig, spatial_dims: int, num_fg: int, weak_available: bool) -> VariableQualitySampler:
+    """Sampler whose "weak" category has probability exactly ``q.weak_probability`` when weak
+    predictions exist; the other categories keep the ratios of ``q.probabilities``."""
+    probs = {c: p for c, p in (q.probabilities or {}).items() if c != "weak"}
+    base = SamplerConfig.from_dict({**probs, "weak": 0.0})  # normalises the non-weak categories
+    wp = float(q.weak_probability) if weak_available else 0.0
+    scaled = {c: getattr(base, c) * (1.0 - wp) for c in CATEGORY_NAMES if c != "weak"}
+    cfg = SamplerConfig(**scaled, weak=wp, soft_fraction=q.soft_fraction, balance_bins=q.balance_bins)
+    return VariableQualitySampler(cfg, spatial_dims, num_fg)
+
+
+def prepare_tensors(cases: Sequence[Case], size: Sequence[int], normalize: str, spatial_dims: int,
+                    num_classes: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labeled cases -> normalised images ``(N, C, *size)``, truth foreground one-hot ``(N, K, *size)``, ids.
+
+    Goes through :class:`TensorBank` (same normalisation/resizing as the segmenter); 3D cases
+    fed to a 2D predictor give one sample per slice.
+    """
+    bank = TensorBank.from_cases(cases, size, normalize, True, spatial_dims)
+    images = torch.stack(bank.images)
+    truth = labels_to_fg_onehot(torch.stack(bank.labels), num_classes)
+    return images, truth.float(), bank.ids
+
+
+def quality_run_config(cfg: RunConfig) -> RunConfig:
+    """Copy of ``cfg`` whose ``train`` section drives the predictor (AdamW, cosine, quality.lr ...).
+
+    ``iterations``/``val_every`` are filled in by :meth:`QualityTrainer.setup_data` once the
+    number of training samples is known (an epoch = N * masks_per_image / batch_size steps).
+    """
+    q = cfg.quality
+    out = copy.deepcopy(cfg)
+    t = out.train
+    t.optimizer, t.schedule, t.lr, t.weight_decay = "adamw", "cosine", q.lr, q.weight_decay
+    t.batch_size, t.early_stop_patience, t.ema, t.warmup = q.batch_size, q.early_stop_patience, None, 0
+    t.checkpoint_every = None
+    return out
+
+
+def _flip_batch(tensors: list[torch.Tensor | None], spatial_dims: int, gen: torch.Generator
+                ) -> list[torch.Tensor | None]:
+    """Random per-sample flips along each spatial axis, the SAME for every tensor given (image,
+    truth, weak predictions), so masks stay aligned with the image."""
+    b = next(t for t in tensors if t is not None).shape[0]
+    for axis in range(spatial_dims):
+        flip = torch.rand(b, generator=gen) < 0.5
+        if not flip.any():
+            continue
+        out = []
+        for t in tensors:
+            if t is None:
+                out.append(None)
+                continue
+            dim = t.ndim - spatial_dims + axis
+            sel = flip.view(-1, *([1] * (t.ndim - 1))).to(t.device)
+            out.append(torch.where(sel, t.flip(dim), t))
+        tensors = out
+    return tensors
+
+
+# --------------------------------------------------------------------------- trainer
+class QualityTrainer(BaseTrainer):
+    """Trains a :class:`QualityPredictor` on sampled (image, corrupted mask, true Dice) triples.
+
+    Args:
+        cfg: the run config (its ``quality`` section; ``train`` is rewritten by
+            :func:`quality_run_config`).
+        data: the run's data (labeled -> training, val -> validation); prepared when ``None``.
+        weak_train / weak_val: cached weak predictions ``(N, S, K, *size)`` (uint8 or float)
+            aligned with the training / validation samples, or ``None``.
+        train_cases / val_cases: already loaded cases (avoids reading them twice).
+    """
+
+    monitor = "val/mae"
+    monitor_mode = "min"
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: RunData | None = None,
+                 weak_train: torch.Tensor | None = None, weak_val: torch.Tensor | None = None,
+                 train_cases: Sequence[Case] | None = None, val_cases: Sequence[Case] | None = None,
+                 fabric=None) -> None:
+        super().__init__(quality_run_config(cfg), run_dir, fabric)
+        self.data = data
+        self.weak_train = weak_train
+        self.weak_val = weak_val
+        self._train_cases = train_cases
+        self._val_cases = val_cases
+        self._prev_step_start: float | None = None
+        self._prev_gen_s = 0.0
+
+    # ---------------------------------------------------------------- data
+    def setup_data(self) -> None:
+        cfg, q = self.cfg, self.cfg.quality
+        if self.data is None:
+            self.data = prepare_run_data(cfg.data, cfg.output_dir)
+        ds = self.data.dataset
+        self.classes = list(cfg.data.classes or ds.classes)
+        self.size = predictor_size(cfg)
+        self.spatial_dims = len(self.size)
+        train_cases = self._train_cases or [ds.load(i) for i in self.data.labeled]
+        val_cases = self._val_cases or [ds.load(i) for i in self.data.val]
+        if not val_cases:
+            raise ValueError("the quality predictor needs validation cases (data.val_split is empty)")
+        self.image_channels = train_cases[0].channels
+        nc = len(self.classes)
+        self.images, self.truth, self.train_ids = prepare_tensors(train_cases, self.size, cfg.data.normalize,
+                                                                  self.spatial_dims, nc)
+        if self.weak_train is not None and self.weak_train.shape[0] != self.images.shape[0]:
+            raise ValueError(f"weak predictions for {self.weak_train.shape[0]} samples, "
+                             f"training has {self.images.shape[0]}")
+        self.sampler = build_sampler(q, self.spatial_dims, nc - 1, self.weak_train is not None)
+
+        # Fixed validation set: seeded corrupted masks + weak snapshots' hard predictions.
+        v_images, v_truth, _ = prepare_tensors(val_cases, self.size, cfg.data.normalize, self.spatial_dims, nc)
+        fixed_sampler = build_sampler(q, self.spatial_dims, nc - 1, False)
+        fixed = fixed_sampler.fixed_masks(v_truth, q.eval_seed, q.eval_masks_per_image)
+        idx, masks, dice = [fixed.index], [fixed.masks], [fixed.dice]
+        if self.weak_val is not None:
+            for s in range(self.weak_val.shape[1]):
+                hard = hard_fg(as_unit(self.weak_val[:, s]))
+                idx.append(torch.arange(v_images.shape[0]))
+                masks.append(hard)
+                dice.append(dice_per_class(hard, v_truth))
+        self.val_images = v_images
+        self.val_index = torch.cat(idx)
+        self.val_masks = torch.cat(masks)
+        self.val_dice = torch.cat(dice)
+
+        # Epoch = every training image seen masks_per_image times.
+        n = self.images.shape[0]
+        self.epoch_len = max(1, math.ceil(n * q.masks_per_image / q.batch_size))
+        self.iterations = cfg.train.iterations = q.epochs * self.epoch_len
+        self.val_every = cfg.train.val_every = max(1, q.val_every_epochs * self.epoch_len)
+        self.checkpoint_every = self.val_every
+        self.fabric.print(f"quality predictor: {n} training samples, {len(self.val_masks)} validation masks, "
+                          f"{self.iterations} iterations ({q.epochs} epochs x {self.epoch_len}), "
+                          f"weak snapshots: {0 if self.weak_train is None else self.weak_train.shape[1]}")
+
+    # ---------------------------------------------------------------- model
+    def build_model(self) -> nn.Module:
+        q = self.cfg.quality
+        model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
+                                 width=q.width, no_max_pool=min(self.size) < 96)  # why: keep resolution on small inputs
+        if q.pretrained:
+            load_pretrained_backbone(model, q.pretrained)
+        return model
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        model = self._raw_model()
+        return {"task": "quality", "predictor": model.config(), "classes": self.classes,
+                "image_channels": self.image_channels, "image_size": list(self.size),
+                "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
+                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name}
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        # Fraction of the PREVIOUS full step (incl. backward/optimiser) spent generating masks.
+        frac = (self._prev_gen_s / (start - self._prev_step_start)) if self._prev_step_start else float("nan")
+        q = self.cfg.quality
+        idx = torch.randint(0, self.images.shape[0], (q.batch_size,), generator=self.gen)
+        images, truth = self.images[idx], self.truth[idx]
+        weak = as_unit(self.weak_train[idx]) if self.weak_train is not None else None
+        images, truth, weak = _flip_batch([images, truth, weak], self.spatial_dims, self.gen)
+        images = intensity_augment(images, self.gen)
+
+        t0 = time.perf_counter()
+        truth = truth.to(self.device)
+        weak = weak.to(self.device) if weak is not None else None
+        if q.balance_bins:
+            batch = self.sampler.balanced_sample(truth, self.gen, weak=weak)
+        else:
+            batch = self.sampler.sample(truth, self.gen, weak=weak)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._prev_gen_s = time.perf_counter() - t0
+        self._prev_step_start = start
+
+        pred = self.model(images.to(self.device), batch.masks)
+        target = batch.dice.to(pred.dtype)
+        valid = torch.isfinite(target)
+        if q.loss == "mse":
+            loss = F.mse_loss(pred[valid], target[valid])
+        else:
+            loss = F.smooth_l1_loss(pred[valid], target[valid], beta=0.1)
+        out = {"loss": loss, "mae": (pred.detach() - target).abs()[valid].mean(),
+               "target_dice": target[valid].mean()}
+        if not math.isnan(frac):
+            out["generation_fraction"] = torch.tensor(frac)
+        return out
+
+    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions on the fixed validation masks (``images`` overrides the val images)."""
+        images = self.val_images if images is None else images
+        out = []
+        bs = max(1, self.cfg.quality.batch_size)
+        for i in range(0, len(self.val_index), bs):
+            sl = slice(i, i + bs)
+            x = images[self.val_index[sl]].to(self.device)
+            out.append(model(x, self.val_masks[sl].to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        pred = self.predict_val(model)
+        m = regression_metrics(pred.numpy(), self.val_dice.numpy())
+        return {"val/mae": m["mae"], "val/rmse": m["rmse"], "val/pearson": m["pearson"],
+                "val/spearman": m["spearman"]}
+
+
+# --------------------------------------------------------------------------- workflow
+def _print_summary(rows: list[tuple[str, str]], title: str) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(title)
+    print("-" * 72)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+    print("-" * 72)
+
+
+def _fmt(x: Any) -> str:
+    try:
+        return f"{float(x):.3f}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+                            data: RunData | None = None, evaluate: bool = True) -> dict[str, Any]:
+    """Phase 1 end to end: weak snapshots -> predictor training -> evaluation on the test split.
+
+    Writes under ``run_dir`` (default ``<output_dir>/<name>``): ``weak/`` (snapshots + cached
+    predictions), ``checkpoints/`` (best.ckpt selected on validation MAE), ``logs/``, and
+    ``eval/quality_eval.{json,md}`` with plots. Returns a summary dict.
+    """
+    from .evaluation import evaluate_quality, find_ph2_fixed
+    from .scoring import load_quality_predictor
+
+    start = time.time()
+    run_dir = Path(run_dir or Path(cfg.output_dir) / cfg.name)
+    data = data or prepare_run_data(cfg.data, cfg.output_dir)
+    ds, q = data.dataset, cfg.quality
+    size = predictor_size(cfg)
+    sd = len(size)
+    train_cases = [ds.load(i) for i in data.labeled]
+    val_cases = [ds.load(i) for i in data.val]
+    device = "cuda" if (cfg.runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()) else "cpu"
+
+    # 1. weak snapshots + their cached predictions (the predictor's "weak" category)
+    t0 = time.time()
+    weak_train = weak_val = None
+    snaps: list[Path] = []
+    if q.weak_probability > 0 and q.weak_epochs:
+        snaps = train_weak_snapshots(cfg, data, run_dir / "weak" / "snapshots")
+        weak_train = load_or_predict_weak(run_dir / "weak" / "train_preds.pt", snaps, train_cases, size, sd, device)
+        weak_val = load_or_predict_weak(run_dir / "weak" / "val_preds.pt", snaps, val_cases, size, sd, device)
+    weak_s = time.time() - t0
+
+    # 2. the predictor
+    trainer = QualityTrainer(cfg, run_dir, data=data, weak_train=weak_train, weak_val=weak_val,
+                             train_cases=train_cases, val_cases=val_cases)
+    fit = trainer.fit(resume=resume)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "best_val_mae": fit.best_metric,
+                              "best_iteration": fit.best_iteration, "iterations": trainer.iterations,
+                              "stopped_early": fit.stopped_early, "weak_snapshots": [str(p) for p in snaps],
+                              "weak_wall_s": weak_s, "train_wall_s": fit.wall_s,
+                              "checkpoint": str(fit.best_path)}
+    if not trainer.is_main or not evaluate:
+        return result
+
+    # 3. evaluation on the test split: synthetic + unseen real networks + shortcuts + PH2 fixed set
+    t0 = time.time()
+    scorer = load_quality_predictor(fit.best_path, trainer.device)
+    real: list[Path] = []
+    if q.eval_real_networks and q.weak_epochs:
+        real = train_weak_snapshots(cfg, data, run_dir / "eval" / "unseen_snapshots", seed=cfg.train.seed + 101,
+                                    model_name=q.eval_weak_model)
+    test_cases = [ds.load(i) for i in data.test]
+    report = evaluate_quality(scorer, test_cases, run_dir / "eval", seed=q.eval_seed, k=q.eval_masks_per_image,
+                              real_snapshots=real, train_cases=train_cases, ph2_fixed=find_ph2_fixed(ds.root),
+                              progress=cfg.runtime.progress)
+    result.update({"eval": {k: v for k, v in report.items() if k != "tables"}, "eval_wall_s": time.time() - t0,
+                   "wall_s": time.time() - start})
+
+    syn = report["synthetic"]["all"]
+    rows = [("data", f"{ds.name}: {len(data.labeled)} train / {len(data.val)} val / {len(data.test)} test cases"),
+            ("predictor", f"ResNet-{q.depth} width {q.width or 'standard'}, input {size}"),
+            ("weak snapshots", f"{len(snaps)} (epochs {sorted(q.weak_epochs)}), {weak_s:.0f} s"),
+            ("training", f"{fit.iterations_done}/{trainer.iterations} iterations, best val MAE "
+                         f"{_fmt(fit.best_metric)} @ {fit.best_iteration}, {fit.wall_s:.0f} s"),
+            ("test synthetic", f"MAE {_fmt(syn['mae'])}  Spearman {_fmt(syn['spearman'])}  "
+                               f"Pearson {_fmt(syn['pearson'])}  AUROC<0.7 {_fmt(syn.get('auroc_0.7'))}  "
+                               f"(n={syn['n']})")]
+    if "real" in report:
+        r = report["real"]["all"]
+        rows.append(("test real nets", f"MAE {_fmt(r['mae'])}  Spearman {_fmt(r['spearman'])}  (n={r['n']})"))
+    if "mask_only" in report:
+        mo = report["mask_only"]
+        rows.append(("mask-only base", f"MAE {_fmt(mo['mae'])}  Spearman {_fmt(mo['spearman'])}"))
+    sc = report["shortcuts"]
+    rows.append(("shortcut |Δ|", f"black image {_fmt(sc['black_image']['mean_abs_change'])}, "
+                                 f"shuffled images {_fmt(sc['shuffled_images']['mean_abs_change'])}"))
+    if "ph2_fixed" in report:
+        p = report["ph2_fixed"]["all"]
+        rows.append(("PH2 fixed set", f"MAE {_fmt(p['mae'])}  Pearson {_fmt(p['pearson'])}  "
+                                      f"Spearman {_fmt(p['spearman'])}  AUROC<0.7 {_fmt(p.get('auroc_0.7'))}"))
+    rows += [("wall time", f"{time.time() - start:.0f} s"), ("run folder", str(run_dir))]
+    print()
+    print(report["tables"]["synthetic"])
+    print()
+    _print_summary(rows, "qgseg quality summary")
+    print(f"see {run_dir}/eval/quality_eval.md, eval/plots/, checkpoints/best.ckpt")
+    return result
+

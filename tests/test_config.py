@@ -1,0 +1,53 @@
+import pytest
+import yaml
+
+from qgseg.config import CONFIG_DIR, ConfigError, RunConfig, load_config, save_config
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["train.lr=3e-4", "data.image_size=[64,64]", "model.name=unet++", "train.ema=0.99"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.data.image_size == [64, 64]
+    assert cfg.model.name == "unet++"
+    assert cfg.train.ema == 0.99
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ConfigError, match=r"train\.iteratons.*did you mean 'iterations'"):
+        load_config({"train": {"iteratons": 10}})
+    with pytest.raises(ConfigError, match="modle"):
+        load_config({"modle": {}})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(None, ["data.colour=1"])
+
+
+def test_type_and_choice_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"train\.iterations"):
+        load_config({"train": {"iterations": "many"}})
+    with pytest.raises(ConfigError, match=r"train\.optimizer"):
+        load_config({"train": {"optimizer": "lbfgs"}})
+    with pytest.raises(ConfigError, match=r"data\.image_size"):
+        load_config({"data": {"image_size": [64]}})
+    with pytest.raises(ConfigError, match="train.ema"):
+        load_config(None, ["train.ema=1.5"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["nonsense"])
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_committed_config_validates(preset):
+    load_config(preset)
+
+
+def test_missing_config_lists_presets():
+    with pytest.raises(ConfigError, match="demo"):
+        load_config("no-such-config")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("demo", ["train.iterations=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["iterations"] == 7

@@ -1,0 +1,100 @@
+"""The shared training engine: resume, checkpoints, schedules, EMA, early stopping."""
+import json
+
+import pytest
+import torch
+
+from qgseg.engine import EMA, Interrupted, load_checkpoint, save_checkpoint
+from qgseg.engine.optim import lr_factor
+from qgseg.engine.segmentation import SegmentationTrainer
+
+from helpers import tiny_config, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("demo"))
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_kill_gives_identical_weights(data_dir, tmp_path):
+    cfg = tiny_config(data_dir, tmp_path, train__deterministic="true", train__ema=0.9)
+    full = SegmentationTrainer(cfg, tmp_path / "full")
+    full.fit()
+
+    killed = SegmentationTrainer(cfg, tmp_path / "killed")
+    with pytest.raises(Interrupted):
+        killed.fit(stop_after=6)  # last checkpoint was written at iteration 4
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")["iteration"] == 4
+    resumed = SegmentationTrainer(cfg, tmp_path / "killed")
+    result = resumed.fit(resume=True)
+    assert result.iterations_done == 8
+
+    a = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = _weights(tmp_path / "killed" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ea = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")["ema"]["module"]
+    eb = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")["ema"]["module"]
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_run_folder_contents(data_dir, tmp_path):
+    cfg = tiny_config(data_dir, tmp_path)
+    result = SegmentationTrainer(cfg, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "logs" / "csv" / "metrics.csv").is_file()
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents*"))
+    history = json.loads((run / "train_history.json").read_text())
+    assert [h["iteration"] for h in history["history"]] == [4, 8]
+    best = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert best["iteration"] == result.best_iteration
+    assert best["meta"]["spec"]["classes"] == ["background", "lesion"]
+    assert not list((run / "checkpoints").glob("*.tmp")), "no temporary files left behind"
+
+
+def test_early_stopping(data_dir, tmp_path):
+    cfg = tiny_config(data_dir, tmp_path, train__iterations=40, train__val_every=2, train__lr=0.0,
+                      train__early_stop_patience=2)
+    result = SegmentationTrainer(cfg, tmp_path / "es").fit()
+    assert result.stopped_early
+    assert result.iterations_done == 6  # best at 2, no improvement at 4 and 6 (lr=0)
+
+
+def test_checkpoint_is_atomic_and_safe(tmp_path):
+    path = tmp_path / "c.ckpt"
+    save_checkpoint({"w": torch.ones(3), "it": 1}, path)
+    save_checkpoint({"w": torch.zeros(3), "it": 2}, path)
+    state = load_checkpoint(path)
+    assert state["it"] == 2 and torch.equal(state["w"], torch.zeros(3))
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="c.ckpt"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "none.ckpt")
+
+
+def test_lr_schedules():
+    assert lr_factor("poly", 0, 100) == 1.0
+    assert lr_factor("poly", 100, 100) == 0.0
+    assert lr_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert lr_factor("constant", 70, 100) == 1.0
+    assert lr_factor("poly", 4, 100, warmup=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        lr_factor("step", 1, 10)
+
+
+def test_ema_tracks_weights():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(50):
+        ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.ones_like(model.weight), atol=1e-4)
