@@ -41,12 +41,28 @@ def make_lesion_masks(n: int, size: int = 224, seed: int = 0, device: str | torc
 
 
 def measure_generation_speed(size: int = 224, batch_sizes: tuple[int, ...] = (1, 64), seconds: float = 5.0,
-                             device: str = "cpu", config: SamplerConfig | None = None) -> dict[str, float]:
+                             device: str = "cpu", config: SamplerConfig | None = None,
+                             num_threads: int | None = 1) -> dict[str, float]:
     """Masks per second of ``VariableQualitySampler.sample`` for each batch size.
 
     Keys ``masks_per_s_b{B}``. Each batch size runs for about ``seconds`` after one warm-up call,
     cycling over a pool of lesion masks so every call sees different shapes.
+    ``num_threads``: torch intra-op threads during the measurement (restored afterwards); 1 by
+    default because generation runs in data-loader workers (which use 1 thread) beside training,
+    and on a loaded 2-core machine 2 threads were measured 6x *slower* than 1 (OpenMP contention).
+    None keeps the current setting.
     """
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _measure(size, batch_sizes, seconds, device, config)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(size: int, batch_sizes: tuple[int, ...], seconds: float, device: str,
+             config: SamplerConfig | None) -> dict[str, float]:
     dev = torch.device(device)
     sampler = VariableQualitySampler(config or SamplerConfig(), spatial_dims=2, num_classes=1)
     pool = make_lesion_masks(max(batch_sizes) * 2, size, seed=0, device=dev)
@@ -90,11 +106,16 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = leave as is)")
     ap.add_argument("--profile", action="store_true", help="also print ms/mask per corruption")
     args = ap.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}")
-    for k, v in measure_generation_speed(args.size, seconds=args.seconds, device=args.device).items():
+    threads = args.threads or None
+    print(f"torch threads: {threads or torch.get_num_threads()}")
+    for k, v in measure_generation_speed(args.size, seconds=args.seconds, device=args.device,
+                                         num_threads=threads).items():
         print(f"{k}: {v:.1f}")
+    if threads:
+        torch.set_num_threads(threads)
     if args.profile:
         for k, v in sorted(profile_corruptions(args.size, device=args.device).items(), key=lambda kv: -kv[1]):
             print(f"{k:18s} {v:7.2f} ms/mask")

@@ -98,3 +98,21 @@ def test_ema_tracks_weights():
     for _ in range(50):
         ema.update(model)
     assert torch.allclose(ema.module.weight, torch.ones_like(model.weight), atol=1e-4)
+
+
+def test_two_process_ddp_on_cpu(data_dir, tmp_path):
+    """Fabric launches 2 gloo processes; validation is reduced across ranks; rank 0 writes."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "qgseg.cli.main", "train", "demo", "--set", f"data.dataset={data_dir}",
+           "--set", "data.image_size=[32,32]", "--set", "model.features=[8,16,32]", "--set", "train.iterations=4",
+           "--set", "train.val_every=2", "--set", "runtime.devices=2", "--set", "runtime.strategy=ddp",
+           "--set", "runtime.accelerator=cpu", "--set", "runtime.progress=false", "--output-dir", str(tmp_path),
+           "--name", "ddp"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Starting with 2 processes" in out.stdout + out.stderr
+    assert out.stdout.count("[4/4] val/dice") == 1, "only rank 0 prints"
+    assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "ddp" / "eval" / "test_summary.json").is_file()

@@ -149,6 +149,10 @@ class BaseTrainer:
         self.fabric.barrier()
         return path
 
+    def _write(self, bar: tqdm, text: str) -> None:
+        if self.is_main:
+            bar.write(text)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.fabric.log_dict({k: float(v) for k, v in metrics.items()}, step=step)
 
@@ -231,15 +235,17 @@ class BaseTrainer:
                     self._save("best.ckpt", best_state)
                 else:
                     bad += 1
-                bar.write(f"[{it}/{self.iterations}] " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                          + f"  (best {self.monitor}={best:.4f} @ {best_it})" if best is not None else "")
+                line = f"[{it}/{self.iterations}] " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                if best is not None:
+                    line += f"  (best {self.monitor}={best:.4f} @ {best_it})"
+                self._write(bar, line)
                 patience = self.cfg.train.early_stop_patience
                 if patience is not None and bad >= patience:
                     stopped_early = True
             if it % self.checkpoint_every == 0 or it == self.iterations or stopped_early:
                 self._save("last.ckpt", self._state(it, best, best_it, bad))
             if stopped_early:
-                bar.write(f"early stop at iteration {it}: no improvement of {self.monitor} "
+                self._write(bar, f"early stop at iteration {it}: no improvement of {self.monitor} "
                           f"in {self.cfg.train.early_stop_patience} validations")
                 break
             if stop_after is not None and it >= stop_after:

@@ -187,7 +187,7 @@ class QualityTrainer(BaseTrainer):
     def build_model(self) -> nn.Module:
         q = self.cfg.quality
         model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
-                                 width=q.width, no_max_pool=min(self.size) < 96)  # why: keep resolution on small inputs
+                                 width=q.width, no_max_pool=min(self.size) < 64)  # why: keep resolution on tiny inputs
         if q.pretrained:
             load_pretrained_backbone(model, q.pretrained)
         return model
