@@ -64,3 +64,18 @@ def test_tensor_bank_resizes_and_crops():
     assert len(TensorBank.from_cases([vol], [16, 16], "none", True, 2)) == 4
     img, lab, sliced = as_slices(vol, 2)
     assert sliced and img.shape == (4, 1, 16, 16) and lab.shape == (4, 16, 16)
+
+
+def test_acdc_volume_predicted_and_scored_in_3d(shared_data):
+    from conftest import require
+    from qgseg.data.detect import open_dataset
+    from qgseg.evaluation.metrics import case_metrics
+
+    ds = open_dataset(require(shared_data / "ACDC"))
+    vol = ds.load(ds.splits["test"][0])
+    assert vol.spatial_dims == 3 and vol.spacing is None
+    spec = _spec(classes=ds.classes, image_size=[64, 64])
+    pred = Segmenter(spec.build().eval(), spec).predict(vol)
+    assert pred.shape == vol.label.shape
+    metrics = case_metrics(pred, vol.label, len(ds.classes), vol.spacing, ds.classes)
+    assert set(metrics) == {"right_ventricle", "myocardium", "left_ventricle"}

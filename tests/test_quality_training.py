@@ -1,0 +1,143 @@
+"""Phase 1 workflows: weak snapshots, QualityTrainer, checkpoint round trip, evaluation report."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qgseg.config import load_config
+from qgseg.data.demo import make_demo_dataset
+from qgseg.data.run_data import prepare_run_data
+from qgseg.engine.checkpoint import load_checkpoint
+from qgseg.quality.evaluation import evaluate_ph2_fixed, evaluate_quality
+from qgseg.quality.predictor import QualityPredictor
+from qgseg.quality.scoring import QualityScorer, load_quality_predictor
+from qgseg.quality.training import QualityTrainer, build_sampler, train_quality_predictor
+from qgseg.quality.weak import load_or_predict_weak, predict_weak, snapshot_epochs, train_weak_snapshots
+
+from conftest import require
+
+
+def tiny_cfg(data_dir: Path, out: Path, **quality):
+    q = {"depth": 10, "width": [8, 8, 16, 16], "image_size": [32, 32], "masks_per_image": 2, "epochs": 2,
+         "batch_size": 8, "val_every_epochs": 1, "weak_epochs": [1, 2], "weak_iterations_per_epoch": 2,
+         "weak_probability": 0.3, "eval_masks_per_image": 2, **quality}
+    return load_config({
+        "name": "tinyq", "output_dir": str(out),
+        "data": {"dataset": str(data_dir), "image_size": [32, 32]},
+        "model": {"name": "unet", "features": [4, 8, 16, 32]},
+        "train": {"batch_size": 4, "lr": 0.003, "schedule": "constant"},
+        "runtime": {"accelerator": "cpu", "progress": False},
+        "quality": q,
+    })
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qtrain")
+    data_dir = make_demo_dataset(root / "data", seed=3, n_labeled=8, n_unlabeled=0, n_val=4, n_test=4, size=(32, 32))
+    cfg = tiny_cfg(data_dir, root / "runs")
+    data = prepare_run_data(cfg.data, cfg.output_dir)
+    snaps = train_weak_snapshots(cfg, data, root / "weak")
+    return {"root": root, "cfg": cfg, "data": data, "snaps": snaps}
+
+
+def test_weak_snapshots_at_requested_epochs(tiny):
+    snaps = tiny["snaps"]
+    assert [p.name for p in snaps] == ["epoch_001.ckpt", "epoch_002.ckpt"]
+    assert snapshot_epochs(snaps) == [1, 2]
+    assert [load_checkpoint(p)["iteration"] for p in snaps] == [2, 4]  # 2 iterations per epoch
+    # different weights at different epochs
+    a, b = (load_checkpoint(p)["model"] for p in snaps)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # reruns reuse the files instead of retraining
+    again = train_weak_snapshots(tiny["cfg"], tiny["data"], tiny["root"] / "weak")
+    assert [p.stat().st_mtime for p in again] == [p.stat().st_mtime for p in snaps]
+
+    ds = tiny["data"].dataset
+    cases = [ds.load(i) for i in tiny["data"].labeled]
+    preds = predict_weak(snaps, cases, [32, 32], 2)
+    assert preds.shape == (8, 2, 1, 32, 32) and preds.dtype == torch.uint8
+    cached = load_or_predict_weak(tiny["root"] / "cache.pt", snaps, cases, [32, 32], 2)
+    assert torch.equal(cached, preds)
+    assert torch.equal(load_or_predict_weak(tiny["root"] / "cache.pt", snaps, cases, [32, 32], 2), preds)
+
+
+def test_sampler_weak_probability(tiny):
+    q = tiny["cfg"].quality
+    s = build_sampler(q, 2, 1, weak_available=True)
+    assert s.config.weak == pytest.approx(0.3)
+    assert build_sampler(q, 2, 1, weak_available=False).config.weak == 0.0
+
+
+def test_quality_trainer_checkpoint_roundtrip(tiny):
+    cfg, data, root = tiny["cfg"], tiny["data"], tiny["root"]
+    ds = data.dataset
+    weak_train = load_or_predict_weak(root / "wt.pt", tiny["snaps"], [ds.load(i) for i in data.labeled], [32, 32], 2)
+    weak_val = load_or_predict_weak(root / "wv.pt", tiny["snaps"], [ds.load(i) for i in data.val], [32, 32], 2)
+    run_dir = root / "qrun"
+    trainer = QualityTrainer(cfg, run_dir, data=data, weak_train=weak_train, weak_val=weak_val)
+    fit = trainer.fit()
+    # epoch = ceil(8 images * 2 masks / 8) = 2 iterations; 2 epochs
+    assert trainer.iterations == 4 and fit.iterations_done == 4
+    assert trainer.cfg.train.optimizer == "adamw" and trainer.cfg.train.schedule == "cosine"
+    assert fit.best_path.is_file() and fit.best_metric is not None
+    assert {"val/mae", "val/spearman"} <= set(fit.history[-1])
+    # weak predictions are part of the fixed validation set: 4 val x 2 fixed + 4 val x 2 snapshots
+    assert len(trainer.val_masks) == 16
+    with open(run_dir / "logs" / "csv" / "metrics.csv") as fh:
+        header = next(csv.reader(fh))
+    assert "train/generation_fraction" in header
+
+    scorer = load_quality_predictor(run_dir / "checkpoints" / "last.ckpt")
+    assert scorer.meta["task"] == "quality" and scorer.image_size == [32, 32] and scorer.classes == ds.classes
+    model = trainer._raw_model().eval()
+    with torch.no_grad():
+        expected = trainer.predict_val(model)
+    got = torch.cat([scorer.predict(trainer.val_images[trainer.val_index[i:i + 5]], trainer.val_masks[i:i + 5])
+                     for i in range(0, len(trainer.val_index), 5)])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # a folder resolves to checkpoints/best.ckpt
+    assert isinstance(load_quality_predictor(run_dir), QualityScorer)
+    # scoring a whole case gives one value per foreground class
+    case = ds.load(data.test[0])
+    out = scorer.score(case, case.label)
+    assert out.shape == (1,) and 0.0 <= out[0] <= 1.0
+
+    # evaluation report on the test split (synthetic, real unseen nets, shortcuts, mask-only)
+    test_cases = [ds.load(i) for i in data.test]
+    train_cases = [ds.load(i) for i in data.labeled]
+    rep = evaluate_quality(scorer, test_cases, root / "eval", seed=7, k=2, real_snapshots=tiny["snaps"],
+                           train_cases=train_cases)
+    for key in ("synthetic", "real", "shortcuts", "mask_only"):
+        assert key in rep
+    for key in ("mae", "rmse", "pearson", "spearman", "bins", "auroc_0.7", "auprc_0.5"):
+        assert key in rep["synthetic"]["all"]
+    assert rep["synthetic"]["all"]["n"] == 8 and rep["real"]["all"]["n"] == 8
+    assert {"black_image", "shuffled_images"} <= set(rep["shortcuts"])
+    assert (root / "eval" / "quality_eval.json").is_file() and (root / "eval" / "quality_eval.md").is_file()
+    assert (root / "eval" / "plots" / "synthetic_scatter.png").is_file()
+    # fixed seed -> identical synthetic metrics on a rerun
+    rep2 = evaluate_quality(scorer, test_cases, root / "eval2", seed=7, k=2)
+    assert rep2["synthetic"]["all"]["mae"] == pytest.approx(rep["synthetic"]["all"]["mae"])
+
+
+def test_train_quality_predictor_end_to_end(tiny, capsys):
+    cfg = tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_e2e", epochs=1, weak_epochs=[1])
+    result = train_quality_predictor(cfg, tiny["root"] / "e2e", data=tiny["data"])
+    assert Path(result["checkpoint"]).is_file()
+    assert len(result["weak_snapshots"]) == 1
+    assert "synthetic" in result["eval"] and "real" in result["eval"]
+    assert "qgseg quality summary" in capsys.readouterr().out
+
+
+def test_ph2_fixed_set(shared_data, tmp_path):
+    npz = require(shared_data / "PH2" / "quality-test-masks.npz")
+    model = QualityPredictor(2, 3, 1, depth=10, width=[4, 4, 8, 8])
+    meta = {"classes": ["background", "lesion"], "image_size": [32, 32], "spatial_dims": 2, "normalize": "auto"}
+    pred, true, corruption = evaluate_ph2_fixed(QualityScorer(model, meta), npz)
+    assert pred.shape == true.shape == (200,) and len(corruption) == 200
+    assert np.all((pred >= 0) & (pred <= 1)) and np.all((true >= 0) & (true <= 1))
