@@ -130,9 +130,9 @@ class QualityScorer:
     def score(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """Predicted Dice per foreground class, ``(K,)``.
 
-        For a 3D case scored by a 2D predictor the slice predictions are averaged with weights
-        = mask + truth-agnostic foreground area of each slice (slices where the mask is empty
-        count little), an approximation of the volume Dice.
+        For a 3D case scored by a 2D predictor the per-slice predictions are averaged, weighted
+        by each slice's mask area (plus a small floor so empty slices still count a little):
+        an approximation of the volume Dice, which large slices dominate.
         """
         images = self.prepare_image(case)
         masks = self.prepare_mask(mask, case)
