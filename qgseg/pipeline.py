@@ -51,6 +51,7 @@ def train_and_evaluate(cfg: RunConfig, run_dir: Path | None = None, resume: bool
     result.update({"test": ev["summary"], "table": ev["table"], "wall_s": time.time() - start})
     with open(run_dir / "eval" / "result.json", "w") as fh:
         json.dump({k: v for k, v in result.items() if k != "table"}, fh, indent=2)
+    result["test_rows"] = ev["rows"]
     return result
 
 
@@ -58,33 +59,88 @@ def checkpoint_spec(path: Path) -> ModelSpec:
     return ModelSpec.from_dict(load_checkpoint(path)["meta"]["spec"])
 
 
+def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, Any]], out_dir: Path,
+                    flag_below: float = 0.7) -> dict[str, Any]:
+    """Standalone QC of a segmenter's masks: predicted Dice (no ground truth used) next to the
+    true Dice from the evaluation ``rows``; writes ``qc.csv`` and a scatter plot."""
+    import csv
+
+    import numpy as np
+
+    from .quality.metrics import regression_metrics
+    from .viz.quality_plots import scatter_pred_vs_true
+
+    true_by_id = {r["case_id"]: r for r in rows}
+    fg = segmenter.spec.classes[1:]
+    out = []
+    for case in cases:
+        predicted = scorer.score(case, segmenter.predict(case))
+        true = [true_by_id[case.case_id][c]["dice"] for c in fg]
+        out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true})
+    pred = np.array([r["predicted"] for r in out])
+    true = np.array([r["true"] for r in out])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "qc.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_id"] + [f"predicted_dice_{c}" for c in fg] + [f"true_dice_{c}" for c in fg])
+        for r in out:
+            writer.writerow([r["case_id"], *r["predicted"], *r["true"]])
+    scatter_pred_vs_true(pred, true, out_dir / "qc_predicted_vs_true.png", title="QC of the segmenter's test masks")
+    flagged = sorted((r for r in out if min(r["predicted"]) < flag_below), key=lambda r: min(r["predicted"]))
+    return {"metrics": regression_metrics(pred.ravel(), true.ravel()), "flagged": flagged, "rows": out}
+
+
 def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """``qgseg demo``: generate the demo data, train, select on validation, evaluate on test,
-    and print a summary table of what was done and where it was written."""
+    """``qgseg demo``: generate the demo data, train a segmenter (best checkpoint on validation),
+    evaluate it on test, train the quality predictor on the same labeled data, and use it to
+    score the segmenter's test masks without ground truth (standalone QC). Prints a summary."""
+    from .quality.scoring import load_quality_predictor
+    from .quality.training import train_quality_predictor
+
     run_dir = default_run_dir(cfg)
     start = time.time()
-    result = train_and_evaluate(cfg, run_dir, resume=resume)
+    data = prepare_run_data(cfg.data, cfg.output_dir)
+    result = train_and_evaluate(cfg, run_dir, resume=resume, data=data)
+    seg_wall = time.time() - start
+    qres = train_quality_predictor(cfg, run_dir / "quality", resume=resume, data=data)
+    scorer = load_quality_predictor(qres["checkpoint"])
+    segmenter = load_segmenter(run_dir / "checkpoints" / "best.ckpt", cfg=cfg)
+    ds = data.dataset
+    qc = quality_control(scorer, segmenter, (ds.load(i) for i in data.test), result["test_rows"], run_dir / "qc")
     wall = time.time() - start
     fg = result["test"]["mean_foreground"]
+    syn = qres["eval"]["synthetic"]["all"]
+    real = qres["eval"].get("real", {}).get("all", {})
     rows = [
-        ("data", f"demo ({cfg.data.dataset}), image size {cfg.data.image_size}"),
-        ("model", f"{cfg.model.name} features {cfg.model.features}"),
-        ("training", f"{cfg.train.iterations} iterations, best val Dice {result['best_val_dice']:.3f} "
-                     f"@ {result['best_iteration']}"),
+        ("data", f"demo: {data.describe()}"),
+        ("segmenter", f"{cfg.model.name} {cfg.model.features}, {cfg.train.iterations} it, best val Dice "
+                      f"{result['best_val_dice']:.3f} @ {result['best_iteration']} ({seg_wall:.0f} s)"),
         ("test Dice", f"{fg['dice']['mean']:.3f} ± {fg['dice']['std']:.3f}"),
         ("test HD95", f"{fg['hd95']['mean']:.2f} ± {fg['hd95']['std']:.2f} {result['test']['unit']}"),
+        ("quality predictor", f"ResNet-{cfg.quality.depth} {cfg.quality.width}: synthetic masks MAE "
+                              f"{syn['mae']:.3f} Spearman {syn['spearman']:.3f}; unseen networks MAE "
+                              f"{real.get('mae', float('nan')):.3f}"),
+        ("QC of segmenter", f"predicted vs true Dice on {len(qc['rows'])} test masks: MAE "
+                            f"{qc['metrics']['mae']:.3f}, Spearman {qc['metrics']['spearman']:.3f}; "
+                            f"{len(qc['flagged'])} flagged below 0.7"),
         ("wall time", f"{wall:.0f} s"),
         ("run folder", str(run_dir)),
     ]
     print()
     print(result["table"])
+    if qc["flagged"]:
+        print("\ncases flagged for review (predicted Dice < 0.7, worst first):")
+        for r in qc["flagged"][:10]:
+            print(f"  {r['case_id']}: predicted {min(r['predicted']):.3f}, true {min(r['true']):.3f}")
     print()
     width = max(len(k) for k, _ in rows)
     print("qgseg demo summary")
-    print("-" * 60)
+    print("-" * 78)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
-    print("-" * 60)
-    print(f"see {run_dir}/config.yaml, checkpoints/, logs/ (CSV + TensorBoard), eval/, plots/")
-    result["wall_s"] = wall
+    print("-" * 78)
+    print(f"see {run_dir}/: config.yaml, checkpoints/, logs/ (CSV + TensorBoard), eval/ (metrics, overlays), "
+          f"plots/, quality/ (predictor, eval report), qc/")
+    result.update({"wall_s": wall, "quality": qres, "qc": {k: v for k, v in qc.items() if k != "rows"}})
     return result
+
