@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +28,13 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: this test needs the shared datasets")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Test tensors are tiny: one intra-op thread is as fast, deterministic, and does not
+    collapse when the 2 cores are shared with other work (2 OpenMP threads then wait on each other)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -48,15 +48,6 @@ def masks_3d() -> torch.Tensor:
     return torch.stack([a, b])[:, None]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CASES = {"2d": masks_2d, "mc": masks_mc, "3d": masks_3d}
 
 

@@ -12,16 +12,6 @@ from qgseg.engine.checkpoint import save_checkpoint
 from qgseg.quality.predictor import QualityPredictor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with 2 OpenMP threads on a loaded 2-core box every op waits on a descheduled
-    thread (measured ~100x slower); one thread keeps these tests fast and deterministic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("qcli")

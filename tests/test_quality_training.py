@@ -21,16 +21,6 @@ from qgseg.quality.weak import load_or_predict_weak, predict_weak, snapshot_epoc
 from conftest import require
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with 2 OpenMP threads on a loaded 2-core box every op waits on a descheduled
-    thread (measured ~100x slower); one thread keeps these tests fast and deterministic."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(data_dir: Path, out: Path, **quality):
     q = {"depth": 10, "width": [8, 8, 16, 16], "image_size": [32, 32], "masks_per_image": 2, "epochs": 2,
          "batch_size": 8, "val_every_epochs": 1, "weak_epochs": [1, 2], "weak_iterations_per_epoch": 2,

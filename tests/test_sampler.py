@@ -8,15 +8,6 @@ from qgseg.quality.corruptions import dice_per_class
 from qgseg.quality.sampler import CATEGORY_NAMES, SampleBatch, SamplerConfig, VariableQualitySampler
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_discs(n: int, size: int = 24, k: int = 1, seed: int = 0, d3: bool = False) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     sp = (6, size, size) if d3 else (size, size)

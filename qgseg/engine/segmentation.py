@@ -14,19 +14,10 @@ from ..data.case import Case
 from ..data.preprocess import TensorBank
 from ..data.run_data import RunData, prepare_run_data
 from ..evaluation.inference import ModelSpec, Segmenter
+from ..evaluation.metrics import foreground_dice
 from ..models import build_model, count_parameters
 from ..ssl.base import Batch, SegmentationMethod, Supervised, build_supervised_loss
 from .trainer import BaseTrainer
-
-
-def fast_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-foreground-class Dice for validation (both empty -> 1, as in the evaluation metrics)."""
-    out = np.empty(num_classes - 1)
-    for c in range(1, num_classes):
-        p, t = pred == c, truth == c
-        denom = p.sum() + t.sum()
-        out[c - 1] = 1.0 if denom == 0 else 2.0 * np.logical_and(p, t).sum() / denom
-    return out
 
 
 class SegmentationTrainer(BaseTrainer):
@@ -128,7 +119,7 @@ class SegmentationTrainer(BaseTrainer):
         k = len(self.classes) - 1
         sums = torch.zeros(k + 1, dtype=torch.float64)
         for case in self.val_cases:
-            sums[:k] += torch.from_numpy(fast_dice(segmenter.predict(case), case.label, len(self.classes)))
+            sums[:k] += torch.from_numpy(foreground_dice(segmenter.predict(case), case.label, len(self.classes)))
             sums[k] += 1
         sums = self.fabric.all_reduce(sums.to(self.device), reduce_op="sum").cpu()
         per_class = (sums[:k] / sums[k].clamp_min(1)).tolist()

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from ..data.case import Case
 from ..evaluation.inference import Segmenter
+from ..evaluation.metrics import foreground_dice
 from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
@@ -49,16 +50,6 @@ def _tensors(scorer: QualityScorer, cases: Sequence[Case]) -> tuple[torch.Tensor
 def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:
     """The default category mix without weak predictions (evaluation must not depend on training runs)."""
     return VariableQualitySampler(SamplerConfig(weak=0.0), scorer.spatial_dims, scorer.num_fg)
-
-
-def _dice_np(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-foreground-class Dice of two label maps (both empty -> 1, like the sampler's targets)."""
-    out = np.empty(num_classes - 1)
-    for c in range(1, num_classes):
-        p, t = pred == c, truth == c
-        denom = p.sum() + t.sum()
-        out[c - 1] = 1.0 if denom == 0 else 2.0 * np.logical_and(p, t).sum() / denom
-    return out
 
 
 # --------------------------------------------------------------------------- mask-only baseline
@@ -126,7 +117,7 @@ def real_network_pairs(scorer: QualityScorer, cases: Sequence[Case], snapshots: 
     for case in tqdm(cases, desc="quality eval (real nets)", disable=not progress, dynamic_ncols=True):
         for name, seg in segs:
             label = seg.predict(case)
-            trues.append(_dice_np(label, case.label, len(scorer.classes)))
+            trues.append(foreground_dice(label, case.label, len(scorer.classes)))
             preds.append(scorer.score(case, label))
             names.append(name)
     k = scorer.num_fg
