@@ -116,3 +116,17 @@ def test_two_process_ddp_on_cpu(data_dir, tmp_path):
     assert out.stdout.count("[4/4] val/dice") == 1, "only rank 0 prints"
     assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "ddp" / "eval" / "test_summary.json").is_file()
+
+
+def test_3d_training_and_evaluation_in_mm(tmp_path):
+    """A 3D network on the 3D demo data (nnU-Net layout, NIfTI spacing): patches for training,
+    sliding-window inference on whole volumes, distances reported in mm."""
+    from qgseg.pipeline import train_and_evaluate
+
+    data = tiny_dataset(tmp_path / "d3", spatial_dims=3, size=(24, 24), depth=8, n_labeled=4, n_val=1, n_test=1,
+                        n_unlabeled=0)
+    cfg = tiny_config(data, tmp_path, data__image_size="[16,16,8]", data__resize="false", train__iterations=2,
+                      train__val_every=2, train__batch_size=2)
+    result = train_and_evaluate(cfg)
+    assert result["test"]["unit"] == "mm"
+    assert 0.0 <= result["test"]["mean_foreground"]["dice"]["mean"] <= 1.0
