@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.case import Case
-from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize
+from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize, slice_axis
 from .predictor import QualityPredictor
 
 __all__ = [
@@ -111,8 +111,8 @@ class QualityScorer:
                              f"{case.spatial_shape} nor ({self.num_fg}, *spatial)")
         if case.spatial_dims == self.spatial_dims:
             fg = fg[None]
-        else:  # 3D case, 2D predictor: slices along the first spatial axis, as as_slices does
-            fg = fg.movedim(1, 0)
+        else:  # 3D case, 2D predictor: the same slices as as_slices
+            fg = fg.movedim(1 + slice_axis(case), 0)
         return resize_masks(fg, self.image_size)
 
     # ---------------------------------------------------------------- prediction

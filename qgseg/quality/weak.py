@@ -18,7 +18,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.case import Case
-from ..data.preprocess import resize_image
+from ..data.preprocess import resize_image, slice_axis
 from ..data.run_data import RunData
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.segmentation import SegmentationTrainer
@@ -132,8 +132,8 @@ def predict_weak(snapshots: Sequence[str | Path], cases: Sequence[Case], image_s
             fg = torch.from_numpy(seg.predict_proba(case))[1:].float()  # (K, *spatial)
             if case.spatial_dims == spatial_dims:
                 fg = fg[None]
-            else:  # 3D case, 2D predictor: slice along the first spatial axis
-                fg = fg.movedim(1, 0)
+            else:  # 3D case, 2D predictor: the same slices as TensorBank / Segmenter
+                fg = fg.movedim(1 + slice_axis(case), 0)
             preds.append(resize_image(fg, image_size).clamp(0, 1))  # (n, K, *size)
         per_case.append(torch.stack(preds, 1))  # (n, S, K, *size)
     out = torch.cat(per_case) if per_case else torch.zeros(0)
