@@ -12,6 +12,9 @@ from .io import DataError
 from .splits import first_groups, split_by_groups
 
 DEFAULT_SPLIT_SIZES = {"train": 0.7, "val": 0.1, "test": 0.2}
+# `data.dataset: demo`: few labeled images, three times as many unlabeled ones; 40 labeled
+# images give the quality predictor enough variety to learn to look at the image.
+DEMO_DATA = {"seed": 0, "n_labeled": 40, "n_unlabeled": 120, "n_val": 10, "n_test": 20}
 
 
 @dataclass
@@ -38,7 +41,7 @@ def resolve_dataset_path(cfg: DataConfig, output_dir: str | Path = "runs") -> Pa
     if cfg.dataset == "demo":
         from .demo import make_demo_dataset
 
-        return make_demo_dataset(Path(output_dir) / "_demo_data", seed=0)
+        return make_demo_dataset(Path(output_dir) / "_demo_data", **DEMO_DATA)
     path = Path(cfg.dataset)
     if not path.is_absolute() and cfg.root:
         path = Path(cfg.root) / path
