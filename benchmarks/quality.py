@@ -36,9 +36,11 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--output-dir", default="runs/benchmarks")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    parser.add_argument("--variant", help="suffix of the result name for a non-default protocol (with --set)")
     args = parser.parse_args()
+    name = f"quality_{args.which}" + (f"_{args.variant}" if args.variant else "")
     cfg = load_config(PRESETS[args.which], [f"data.root={args.data_root}", f"output_dir={args.output_dir}",
-                                            "runtime.progress=false", *args.overrides])
+                                            "runtime.progress=false", f"name={name}", *args.overrides])
     start = time.time()
     res = train_quality_predictor(cfg)
     wall = time.time() - start
@@ -56,7 +58,7 @@ def main() -> None:
         "synthetic_per_class": ev["synthetic"].get("per_class"),
         "real_per_class": ev.get("real", {}).get("per_class"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
-        "protocol": (f"configs/{PRESETS[args.which]}.yaml: predictor ResNet-{cfg.quality.depth} width "
+        "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
                      f"{cfg.quality.width}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
                      f"{cfg.quality.masks_per_image} masks/image, weak {cfg.model.name} snapshots at epochs "
                      f"{cfg.quality.weak_epochs}; test split only for metrics; unseen real networks = "
@@ -84,7 +86,7 @@ def main() -> None:
                      f"{f(p['mae'])} / {f(p['pearson'])} / {f(p['spearman'])} / {f(p['auroc_0.7'])} "
                      f"(published 0.074 / 0.927 / 0.703 / 0.986)"))
     rows.append(("wall s", f"{wall:.0f}"))
-    path = write_result(f"quality_{args.which}", out, rows, f"Quality predictor: {args.which}")
+    path = write_result(name, out, rows, f"Quality predictor: {name}")
     print(f"wrote {path}")
 
 
