@@ -67,19 +67,20 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
-    """RGB picture: the image with truth outlines (solid class colours) and prediction outlines
-    (white-tinted class colours, drawn thicker so both stay visible where they coincide)."""
+    """RGB picture: the image with truth outlines in each class colour (green for class 1) and
+    prediction outlines, drawn thicker, in the complementary colour (magenta for class 1)."""
     rgb = _display_image(image)
-    for mask, tint in ((pred, 0.45), (truth, 0.0)):
+    for mask, is_pred in ((pred, True), (truth, False)):
         if mask is None:
             continue
         for c in np.unique(mask):
             if c == 0:
                 continue
             edge = _outline(mask == c)
-            if mask is pred:
+            colour = _COLORS[int(c) % len(_COLORS)]
+            if is_pred:
                 edge = ndimage.binary_dilation(edge)
-            colour = _COLORS[int(c) % len(_COLORS)] * (1 - tint) + tint
+                colour = 1.0 - colour
             rgb[edge] = colour
     return rgb
 
@@ -96,21 +97,9 @@ def save_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray |
         title = f"{title} (slice {k})"
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(overlay(image, truth, pred))
-    ax.set_title(title + "\ntruth: solid outline, prediction: light outline", fontsize=8)
+    ax.set_title(title + "\ntruth: green outline, prediction: magenta outline", fontsize=8)
     ax.axis("off")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_metric_bars(summary_rows: Sequence[tuple[str, float, float]], path: Path, title: str) -> Path:
-    names, means, stds = zip(*summary_rows)
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3))
-    ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
