@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..data.case import Case
 from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize, slice_axis
-from .predictor import QualityPredictor
+from .predictor import QualityPredictor, labels_to_fg_onehot
 
 __all__ = [
     "QualityScorer",
@@ -36,7 +36,7 @@ def label_to_fg(label: np.ndarray | torch.Tensor, num_classes: int) -> torch.Ten
     lab = torch.as_tensor(np.asarray(label)).long()
     if int(lab.max()) >= num_classes or int(lab.min()) < 0:
         raise ValueError(f"label values {int(lab.min())}..{int(lab.max())} outside 0..{num_classes - 1}")
-    return F.one_hot(lab, num_classes).movedim(-1, 0)[1:].float()
+    return labels_to_fg_onehot(lab[None], num_classes)[0].float()
 
 
 def hard_fg(fg: torch.Tensor) -> torch.Tensor:
