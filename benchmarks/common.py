@@ -21,6 +21,10 @@ def git_commit() -> str:
         return "unknown"
 
 
+# Taken when the benchmark starts, so the recorded commit is the code that actually ran.
+START_COMMIT = git_commit()
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -28,7 +32,7 @@ def command_line() -> str:
 def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str) -> Path:
     """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {**result, "command": command_line(), "git_commit": git_commit()}
+    result = {**result, "command": command_line(), "git_commit": START_COMMIT}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=float))
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]

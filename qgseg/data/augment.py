@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,25 +27,29 @@ class AugmentConfig:
     intensity_p: float = 0.5
 
 
+_RESAMPLING = {"image": ("bilinear", "border"), "soft": ("bilinear", "zeros"), "hard": ("nearest", "zeros")}
+
+
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
-                    cfg: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Random flips and in-plane rotation/scaling; labels follow with nearest sampling."""
-    b = images.shape[0]
-    spatial = images.ndim - 2
+def spatial_augment_many(tensors: Sequence[torch.Tensor | None], kinds: Sequence[str], gen: torch.Generator,
+                         cfg: AugmentConfig = AugmentConfig()) -> list[torch.Tensor | None]:
+    """The same random flips and in-plane rotation/scaling applied to several (B, C, *spatial)
+    tensors, each resampled by its kind: "image" (bilinear, border values extend the field of
+    view), "soft" (bilinear, zero outside: probability maps) or "hard" (nearest, zero outside:
+    masks, labels). ``None`` entries pass through."""
+    ref = next(t for t in tensors if t is not None)
+    b, spatial = ref.shape[0], ref.ndim - 2
+    out = list(tensors)
     for axis in range(spatial):
-        flip = torch.rand(b, generator=gen) < cfg.flip_p
+        flip = (torch.rand(b, generator=gen) < cfg.flip_p).to(ref.device)
         if flip.any():
-            dim = 2 + axis
-            images = torch.where(_bcast(flip, images), images.flip(dim), images)
-            if labels is not None:
-                labels = torch.where(_bcast(flip, labels, 1), labels.flip(dim - 1), labels)
+            out = [None if t is None else torch.where(_bcast(flip, t), t.flip(2 + axis), t) for t in out]
     apply = torch.rand(b, generator=gen) < cfg.affine_p
     if not apply.any():
-        return images, labels
+        return out
     angle = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, gen) * math.pi / 180 * apply
     scale = torch.where(apply, _uniform(b, *cfg.scale, gen), torch.ones(b))
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -55,13 +60,25 @@ def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torc
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos
     if spatial == 3:
         theta[:, 2, 2] = 1.0
-    theta = theta.to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    if labels is not None:
-        labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros",
-                               align_corners=False)[:, 0].long()
-    return images, labels
+    grid = F.affine_grid(theta.to(ref.device, torch.float32), list(ref.shape), align_corners=False)
+    warped = []
+    for t, kind in zip(out, kinds):
+        if t is None:
+            warped.append(None)
+            continue
+        mode, padding = _RESAMPLING[kind]
+        w = F.grid_sample(t.float(), grid.to(t.device), mode=mode, padding_mode=padding, align_corners=False)
+        warped.append(w.to(t.dtype))
+    return warped
+
+
+def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
+                    cfg: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random flips and in-plane rotation/scaling of images (B, C, *S); integer labels (B, *S)
+    follow with nearest sampling."""
+    lab = None if labels is None else labels[:, None]
+    images, lab = spatial_augment_many([images, lab], ["image", "hard"], gen, cfg)
+    return images, (None if lab is None else lab[:, 0])
 
 
 def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()

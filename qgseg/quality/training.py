@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QualityConfig, RunConfig
-from ..data.augment import intensity_augment
+from ..data.augment import intensity_augment, spatial_augment_many
 from ..data.case import Case
 from ..data.preprocess import TensorBank
 from ..data.run_data import RunData, prepare_run_data
@@ -83,27 +83,6 @@ def quality_run_config(cfg: RunConfig) -> RunConfig:
     t.batch_size, t.early_stop_patience, t.ema, t.warmup = q.batch_size, q.early_stop_patience, None, 0
     t.checkpoint_every = None
     return out
-
-
-def _flip_batch(tensors: list[torch.Tensor | None], spatial_dims: int, gen: torch.Generator
-                ) -> list[torch.Tensor | None]:
-    """Random per-sample flips along each spatial axis, the SAME for every tensor given (image,
-    truth, weak predictions), so masks stay aligned with the image."""
-    b = next(t for t in tensors if t is not None).shape[0]
-    for axis in range(spatial_dims):
-        flip = torch.rand(b, generator=gen) < 0.5
-        if not flip.any():
-            continue
-        out = []
-        for t in tensors:
-            if t is None:
-                out.append(None)
-                continue
-            dim = t.ndim - spatial_dims + axis
-            sel = flip.view(-1, *([1] * (t.ndim - 1))).to(t.device)
-            out.append(torch.where(sel, t.flip(dim), t))
-        tensors = out
-    return tensors
 
 
 # --------------------------------------------------------------------------- trainer
@@ -208,7 +187,12 @@ class QualityTrainer(BaseTrainer):
         idx = torch.randint(0, self.images.shape[0], (q.batch_size,), generator=self.gen)
         images, truth = self.images[idx], self.truth[idx]
         weak = as_unit(self.weak_train[idx]) if self.weak_train is not None else None
-        images, truth, weak = _flip_batch([images, truth, weak], self.spatial_dims, self.gen)
+        # why: the same flips/rotation/scaling for image, truth and weak maps, so the predictor
+        # sees more varied (image, mask) pairs than the few labeled images give.
+        flat_weak = None if weak is None else weak.flatten(1, 2)  # (B, S*K, *size): one channel per map
+        images, truth, flat_weak = spatial_augment_many([images, truth, flat_weak], ["image", "hard", "soft"],
+                                                        self.gen)
+        weak = None if weak is None else flat_weak.view_as(weak)
         images = intensity_augment(images, self.gen)
 
         t0 = time.perf_counter()
