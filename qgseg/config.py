@@ -124,6 +124,7 @@ class QualityConfig:
     weak_model: str | None = None  # default: model.name
     weak_iterations_per_epoch: int | None = None  # default: labeled cases / batch size
     weak_probability: float = 0.15
+    weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
     eval_masks_per_image: int = 5
     eval_seed: int = 1234

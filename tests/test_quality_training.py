@@ -141,3 +141,21 @@ def test_ph2_fixed_set(shared_data, tmp_path):
     pred, true, corruption = evaluate_ph2_fixed(QualityScorer(model, meta), npz)
     assert pred.shape == true.shape == (200,) and len(corruption) == 200
     assert np.all((pred >= 0) & (pred <= 1)) and np.all((true >= 0) & (true <= 1))
+
+
+def test_cross_fitted_weak_predictions_come_from_unseen_snapshots(tiny):
+    from qgseg.quality.training import prepare_tensors
+    from qgseg.quality.weak import cross_fitted_weak
+
+    cfg = tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_cf", weak_epochs=[1], weak_folds=2)
+    data = tiny["data"]
+    cases = [data.dataset.load(i) for i in data.labeled]
+    preds, snaps = cross_fitted_weak(cfg, data, cases, tiny["root"] / "cf", [32, 32], 2, folds=2)
+    images, _, _ = prepare_tensors(cases, [32, 32], "auto", 2, 2)
+    assert preds.shape == (images.shape[0], 1, 1, 32, 32) and preds.dtype == torch.uint8
+    assert len(snaps) == 1
+    fold_dirs = sorted(p.name for p in (tiny["root"] / "cf").iterdir() if p.name.startswith("fold"))
+    assert fold_dirs == ["fold0", "fold1"]
+    for fold in fold_dirs:  # every fold's snapshot trained on the other fold's images only
+        run_cfg = (tiny["root"] / "cf" / fold / "snapshots" / "run" / "config.yaml").read_text()
+        assert "weak" in run_cfg

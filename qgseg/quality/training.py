@@ -34,7 +34,7 @@ from .metrics import regression_metrics
 from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
 from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import hard_fg
-from .weak import as_unit, load_or_predict_weak, train_weak_snapshots
+from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
 
 __all__ = ["QualityTrainer", "build_sampler", "prepare_tensors", "predictor_size", "quality_run_config",
            "train_quality_predictor"]
@@ -281,8 +281,13 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     weak_train = weak_val = None
     snaps: list[Path] = []
     if q.weak_probability > 0 and q.weak_epochs:
-        snaps = train_weak_snapshots(cfg, data, run_dir / "weak" / "snapshots")
-        weak_train = load_or_predict_weak(run_dir / "weak" / "train_preds.pt", snaps, train_cases, size, sd, device)
+        if q.weak_folds > 1:
+            weak_train, snaps = cross_fitted_weak(cfg, data, train_cases, run_dir / "weak", size, sd, q.weak_folds,
+                                                  device)
+        else:
+            snaps = train_weak_snapshots(cfg, data, run_dir / "weak" / "snapshots")
+            weak_train = load_or_predict_weak(run_dir / "weak" / "train_preds.pt", snaps, train_cases, size, sd,
+                                              device)
         weak_val = load_or_predict_weak(run_dir / "weak" / "val_preds.pt", snaps, val_cases, size, sd, device)
     weak_s = time.time() - t0
 

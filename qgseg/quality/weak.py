@@ -24,7 +24,7 @@ from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.segmentation import SegmentationTrainer
 from ..evaluation.inference import Segmenter
 
-__all__ = ["WeakSnapshotTrainer", "weak_run_config", "train_weak_snapshots", "predict_weak",
+__all__ = ["WeakSnapshotTrainer", "weak_run_config", "train_weak_snapshots", "predict_weak", "cross_fitted_weak",
            "load_or_predict_weak", "snapshot_paths", "snapshot_epochs", "as_unit"]
 
 
@@ -164,3 +164,45 @@ def as_unit(preds: torch.Tensor) -> torch.Tensor:
     """uint8 cache -> float probabilities in [0, 1]."""
     return preds.float() / 255.0 if preds.dtype == torch.uint8 else preds.float()
 
+
+
+def cross_fitted_weak(cfg: RunConfig, data: RunData, cases: Sequence[Case], out_dir: str | Path,
+                      image_size: Sequence[int], spatial_dims: int, folds: int, device: Any = "cpu"
+                      ) -> tuple[torch.Tensor, list[Path]]:
+    """Weak predictions on the labeled cases from snapshots that never trained on them.
+
+    Snapshots trained on the labeled images predict those same images far better than new
+    ones, so the predictor would learn from unrealistically good "weak" masks. Here the
+    labeled groups are split into ``folds``; each fold's images are predicted by snapshots
+    trained on the other folds. Returns the predictions in the order of ``cases`` (as
+    :func:`predict_weak`) and the first fold's snapshots (for validation images).
+    """
+    from dataclasses import replace
+
+    from ..data.splits import split_by_groups
+
+    out_dir = Path(out_dir)
+    ids = [c.case_id for c in cases]
+    groups = {i: data.dataset.groups.get(i) for i in ids}
+    parts = split_by_groups(ids, groups, {f"fold{f}": 1.0 / folds for f in range(folds)}, seed=cfg.train.seed)
+    fold_of = {i: f for f in range(folds) for i in parts.get(f"fold{f}", [])}
+    fold_of.update({i: folds - 1 for i in ids if i not in fold_of})  # rounding leftovers
+    per_case: dict[str, torch.Tensor] = {}
+    first_snaps: list[Path] = []
+    for f in range(folds):
+        held_out = [c for c in cases if fold_of[c.case_id] == f]
+        if not held_out:
+            continue
+        train_ids = [i for i in data.labeled if fold_of.get(i, -1) != f]
+        snaps = train_weak_snapshots(cfg, replace(data, labeled=train_ids), out_dir / f"fold{f}" / "snapshots",
+                                     device=device)
+        first_snaps = first_snaps or snaps
+        preds = load_or_predict_weak(out_dir / f"fold{f}" / "heldout_preds.pt", snaps, held_out, image_size,
+                                     spatial_dims, device)
+        # split the concatenated samples back per case (a volume gives one sample per slice)
+        start = 0
+        for case in held_out:
+            n = 1 if case.spatial_dims == spatial_dims else case.spatial_shape[slice_axis(case)]
+            per_case[case.case_id] = preds[start:start + n]
+            start += n
+    return torch.cat([per_case[i] for i in ids]), first_snaps
