@@ -1,0 +1,1 @@
+"""The ``qgseg`` command line (``qgseg.cli.main:main``)."""

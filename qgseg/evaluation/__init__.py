@@ -1,0 +1,1 @@
+"""Metrics, inference at original resolution, and the evaluation runner."""

@@ -1,0 +1,3 @@
+"""Quality guidance for semi-supervised learning (QAR loss, quality-weighted pseudolabels).
+
+Not implemented yet: this package will hold wrappers around any ``SegmentationMethod``."""

@@ -1,0 +1,1 @@
+"""Plots: training curves, overlays, quality scatter and reliability plots."""
