@@ -14,7 +14,7 @@ def random_discs(n: int, size: int = 24, k: int = 1, seed: int = 0, d3: bool = F
     coords = torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in sp), indexing="ij")
     c = torch.rand(n, k, len(sp), generator=g) * torch.tensor(sp, dtype=torch.float32) * 0.5 + torch.tensor(sp) * 0.25
     r = 2 + torch.rand(n, k, generator=g) * size * 0.2
-    dist = sum((coords[i] - c[:, :, i, *([None] * len(sp))]) ** 2 for i in range(len(sp)))
+    dist = sum((coords[i] - c[(slice(None), slice(None), i) + (None,) * len(sp)]) ** 2 for i in range(len(sp)))
     m = (dist <= r[(...,) + (None,) * len(sp)] ** 2).float()
     m[torch.rand(n, generator=g) < 0.05] = 0  # some empty truths
     return m

@@ -567,7 +567,6 @@ def _support_polygon(x: Tensor, ang: Tensor, valid: Tensor, shrink: Tensor | Non
     ``shrink`` (N,) < 1 pulls the half-planes towards the centroid. Without shrink every
     object pixel is inside (its projection is <= the max by construction).
     """
-    n = x.shape[0]
     h, w = x.shape[2:]
     dev = x.device
     fg = x[:, 0] > 0.5  # (N, H, W)
