@@ -126,6 +126,7 @@ class QualityConfig:
     weak_probability: float = 0.15
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
+    truth_map_weight: float = 0.0  # >0: add the truth-map decoder, trained with this weight on a dense loss
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
     eval_weak_model: str | None = None  # unseen networks for the real-mask evaluation; default: weak model, other seed

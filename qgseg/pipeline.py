@@ -26,9 +26,11 @@ def load_segmenter(path: Path, device: Any = "cpu", cfg: RunConfig | None = None
 
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False,
-                       data: RunData | None = None, method=None, evaluate: bool = True) -> dict[str, Any]:
+                       data: RunData | None = None, method=None, evaluate: bool = True,
+                       keep_predictions: bool = False) -> dict[str, Any]:
     """Train ``cfg`` (supervised unless ``method`` is given), select the best checkpoint on the
-    validation split, then evaluate it once on the test split. Writes everything under ``run_dir``."""
+    validation split, then evaluate it once on the test split. Writes everything under ``run_dir``.
+    ``keep_predictions`` returns the test predictions too (``result["test_predictions"]``)."""
     from .viz.plots import plot_training_curves
 
     run_dir = Path(run_dir or default_run_dir(cfg))
@@ -47,11 +49,13 @@ def train_and_evaluate(cfg: RunConfig, run_dir: Path | None = None, resume: bool
     ds = data.dataset
     ev = evaluate_segmenter(segmenter, (ds.load(i) for i in data.test), out_dir=run_dir / "eval",
                             overlays=cfg.eval.overlays, prefix="test", progress=cfg.runtime.progress,
-                            total=len(data.test))
+                            total=len(data.test), keep_predictions=keep_predictions)
     result.update({"test": ev["summary"], "table": ev["table"], "wall_s": time.time() - start})
     with open(run_dir / "eval" / "result.json", "w") as fh:
         json.dump({k: v for k, v in result.items() if k != "table"}, fh, indent=2)
     result["test_rows"] = ev["rows"]
+    if keep_predictions:
+        result["test_predictions"] = ev["predictions"]
     return result
 
 
@@ -60,9 +64,10 @@ def checkpoint_spec(path: Path) -> ModelSpec:
 
 
 def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, Any]], out_dir: Path,
-                    flag_below: float = 0.7) -> dict[str, Any]:
+                    flag_below: float = 0.7, predictions: dict[str, Any] | None = None) -> dict[str, Any]:
     """Standalone QC of a segmenter's masks: predicted Dice (no ground truth used) next to the
-    true Dice from the evaluation ``rows``; writes ``qc.csv`` and a scatter plot."""
+    true Dice from the evaluation ``rows``; writes ``qc.csv`` and a scatter plot. Masks come from
+    ``predictions`` (case id -> label map) when given, else the segmenter predicts them."""
     import csv
 
     import numpy as np
@@ -74,7 +79,8 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
     fg = segmenter.spec.classes[1:]
     out = []
     for case in cases:
-        predicted = scorer.score(case, segmenter.predict(case))
+        mask = predictions[case.case_id] if predictions is not None else segmenter.predict(case)
+        predicted = scorer.score(case, mask)
         true = [true_by_id[case.case_id][c]["dice"] for c in fg]
         out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true})
     pred = np.array([r["predicted"] for r in out])
@@ -100,13 +106,14 @@ def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     run_dir = default_run_dir(cfg)
     start = time.time()
     data = prepare_run_data(cfg.data, cfg.output_dir)
-    result = train_and_evaluate(cfg, run_dir, resume=resume, data=data)
+    result = train_and_evaluate(cfg, run_dir, resume=resume, data=data, keep_predictions=True)
     seg_wall = time.time() - start
     qres = train_quality_predictor(cfg, run_dir / "quality", resume=resume, data=data)
     scorer = load_quality_predictor(qres["checkpoint"])
     segmenter = load_segmenter(run_dir / "checkpoints" / "best.ckpt", cfg=cfg)
     ds = data.dataset
-    qc = quality_control(scorer, segmenter, (ds.load(i) for i in data.test), result["test_rows"], run_dir / "qc")
+    qc = quality_control(scorer, segmenter, (ds.load(i) for i in data.test), result["test_rows"], run_dir / "qc",
+                         predictions=result.get("test_predictions"))
     wall = time.time() - start
     fg = result["test"]["mean_foreground"]
     syn = qres["eval"]["synthetic"]["all"]

@@ -23,3 +23,43 @@ def test_demo_writes_the_whole_run_folder(tmp_path, capsys):
         assert (run / rel).is_file(), rel
     assert list((run / "eval" / "overlays").glob("*.png"))
     assert len((run / "qc" / "qc.csv").read_text().splitlines()) == 1 + 3  # header + 3 test cases
+
+
+def test_qc_reuses_evaluation_predictions(tmp_path):
+    """quality_control scores the masks it is handed and never asks the segmenter again."""
+    import numpy as np
+
+    from qgseg.pipeline import quality_control
+
+    class Case:
+        def __init__(self, cid):
+            self.case_id = cid
+
+    class NoPredict:
+        class spec:
+            classes = ["background", "lesion"]
+
+        def predict(self, case):
+            raise AssertionError("the segmenter was asked to predict again")
+
+    class Scorer:
+        def score(self, case, mask):
+            return np.array([float(mask.mean())])
+
+    cases = [Case("a"), Case("b")]
+    preds = {"a": np.ones((4, 4)), "b": np.zeros((4, 4))}
+    rows = [{"case_id": "a", "lesion": {"dice": 0.9}}, {"case_id": "b", "lesion": {"dice": 0.2}}]
+    qc = quality_control(Scorer(), NoPredict(), cases, rows, tmp_path / "qc", predictions=preds)
+    assert [r["predicted"] for r in qc["rows"]] == [[1.0], [0.0]]
+    assert [r["case_id"] for r in qc["flagged"]] == ["b"]
+
+
+def test_plotting_leaves_the_matplotlib_backend_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import qgseg.viz.plots as p, numpy as np; "
+            "p.save_overlay(np.zeros((1, 8, 8)), np.zeros((8, 8), int), np.zeros((8, 8), int), "
+            f"__import__('pathlib').Path(r'{tmp_path}') / 'o.png'); print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg" and (tmp_path / "o.png").is_file()

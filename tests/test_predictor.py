@@ -13,6 +13,7 @@ from qgseg.quality.predictor import (
     labels_to_fg_onehot,
     load_pretrained_backbone,
     probs_to_fg,
+    soft_dice,
 )
 
 W = 4  # stage widths [4, 8, 16, 32]: keeps every test well under a second on CPU
@@ -140,3 +141,56 @@ def test_load_pretrained_errors(tmp_path) -> None:
     torch.save({"foo.weight": torch.zeros(3)}, path)
     with pytest.raises(ValueError):
         load_pretrained_backbone(model, path)
+
+
+# --------------------------------------------------------------------------- truth-map decoder
+@pytest.mark.parametrize("spatial_dims,image_channels,k", [(2, 3, 1), (2, 1, 3), (3, 1, 2)])
+def test_truth_decoder_outputs_and_gradients(spatial_dims: int, image_channels: int, k: int) -> None:
+    torch.manual_seed(0)
+    size = (32, 32) if spatial_dims == 2 else (16, 16, 16)
+    model = QualityPredictor(spatial_dims, image_channels, k, depth=10, width=W, truth_decoder=True,
+                             decoder_channels=8)
+    image = torch.randn(2, image_channels, *size)
+    masks = torch.rand(2, k, *size, requires_grad=True)
+    dice, truth_logits = model(image, masks, return_truth=True)
+    assert dice.shape == (2, k) and truth_logits.shape == (2, k, *size)
+    assert torch.all((dice >= 0) & (dice <= 1))
+    # the plain call returns the same Dice (eval mode: deterministic)
+    model.eval()
+    torch.testing.assert_close(model(image, masks), model(image, masks, return_truth=True)[0])
+    # QAR needs the gradient w.r.t. the masks; it reaches them through both the encoder and the prior
+    (1 - model(image, masks)).mean().backward()
+    assert masks.grad is not None and masks.grad.abs().sum() > 0
+
+
+def test_truth_decoder_prior_is_soft_dice_of_mask_and_predicted_truth() -> None:
+    """With a zero head the predicted Dice equals the soft Dice of the mask and the decoded truth."""
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 1, depth=10, width=W, truth_decoder=True, decoder_channels=8).eval()
+    with torch.no_grad():
+        model.head[1].weight.zero_()
+        model.head[1].bias.zero_()
+    image, masks = torch.randn(3, 1, 32, 32), (torch.rand(3, 1, 32, 32) > 0.5).float()
+    dice, truth_logits = model(image, masks, return_truth=True)
+    expected = soft_dice(masks, torch.sigmoid(truth_logits)).clamp(1e-4, 1 - 1e-4)
+    torch.testing.assert_close(dice, expected)
+
+
+def test_soft_dice_identities() -> None:
+    a = torch.zeros(2, 1, 8, 8)
+    a[:, :, 2:6, 2:6] = 1
+    b = torch.zeros_like(a)
+    b[:, :, 6:, 6:] = 1
+    assert soft_dice(a, a).allclose(torch.ones(2, 1), atol=1e-6)
+    assert (soft_dice(a, b) < 0.1).all()
+    assert soft_dice(torch.zeros_like(a), torch.zeros_like(a)).allclose(torch.ones(2, 1))  # both empty agree
+
+
+def test_return_truth_needs_decoder_and_config_round_trip() -> None:
+    plain = QualityPredictor(2, 1, 1, depth=10, width=W)
+    with pytest.raises(ValueError, match="truth_decoder"):
+        plain(torch.randn(1, 1, 32, 32), torch.rand(1, 1, 32, 32), return_truth=True)
+    model = QualityPredictor(2, 1, 2, depth=10, width=W, truth_decoder=True, decoder_channels=8)
+    clone = QualityPredictor.from_config(json.loads(json.dumps(model.config())))
+    assert clone.truth_decoder and clone.decoder_channels == 8
+    clone.load_state_dict(model.state_dict())  # same parameters, decoder included

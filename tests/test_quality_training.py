@@ -159,3 +159,21 @@ def test_cross_fitted_weak_predictions_come_from_unseen_snapshots(tiny):
     for fold in fold_dirs:  # every fold's snapshot trained on the other fold's images only
         run_cfg = (tiny["root"] / "cf" / fold / "snapshots" / "run" / "config.yaml").read_text()
         assert "weak" in run_cfg
+
+
+def test_truth_map_decoder_training_and_tta_scoring(tiny):
+    """quality.truth_map_weight > 0 trains the decoder (dense loss logged) and the checkpoint
+    rebuilds it; flip TTA averages the identity and the flipped views."""
+    cfg = tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_tm", epochs=1, truth_map_weight=1.0)
+    trainer = QualityTrainer(cfg, tiny["root"] / "tm", data=tiny["data"])
+    fit = trainer.fit()
+    assert fit.best_path.is_file()
+    with open(tiny["root"] / "tm" / "logs" / "csv" / "metrics.csv") as fh:
+        assert "train/truth_map_loss" in next(csv.reader(fh))
+    scorer = load_quality_predictor(fit.best_path)
+    assert scorer.model.truth_decoder
+    images, masks = trainer.val_images[trainer.val_index[:4]], trainer.val_masks[:4]
+    plain = scorer.predict(images, masks)
+    flipped = [scorer.predict(images.flip(d), masks.flip(d)) for d in (2, 3)]
+    tta = load_quality_predictor(fit.best_path, tta=True).predict(images, masks)
+    torch.testing.assert_close(tta, (plain + flipped[0] + flipped[1]) / 3, rtol=1e-5, atol=1e-6)

@@ -5,6 +5,12 @@ The network is a MONAI ``ResNet`` whose input is the image channels concatenated
 ``num_fg_classes`` outputs squashed to [0, 1] by a sigmoid. Everything stays differentiable
 w.r.t. the mask channels, because the quality-aware regularisation (QAR) loss back-propagates
 through ``g`` into the segmenter that produced the masks.
+
+Optionally (``truth_decoder=True``) a light FPN decoder on the ResNet stages predicts the TRUE
+mask from (image, mask). Training it with a dense loss gives the encoder one target per pixel
+instead of one number per image, which matters with a few dozen labeled images; the soft Dice
+between the input mask and the predicted truth is added, on the logit scale, to the head's
+score, so the head only learns a correction of that estimate.
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ from monai.networks.nets import ResNet
 
 __all__ = [
     "QualityPredictor",
+    "TruthMapDecoder",
     "RESNET_LAYOUTS",
+    "soft_dice",
     "labels_to_fg_onehot",
     "probs_to_fg",
     "load_pretrained_backbone",
@@ -89,6 +97,43 @@ def _block_inplanes(width: int | Sequence[int] | None) -> list[int]:
     return planes
 
 
+class TruthMapDecoder(nn.Module):
+    """FPN-style decoder: ResNet stage features -> truth-mask logits ``(B, K, *input_size)``.
+
+    Top-down path over the four stages (1x1 laterals, upsample-and-add), then a full-resolution
+    refinement that also sees the raw input (image + masks), because boundary placement at the
+    stem's 1/4 resolution is too coarse to rank masks whose Dice differs by a few points.
+    """
+
+    def __init__(self, spatial_dims: int, stage_channels: Sequence[int], in_channels: int, out_channels: int,
+                 channels: int = 64, refine_channels: int = 16) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
+        self.lateral = nn.ModuleList([conv(c, channels, 1) for c in stage_channels])
+        # why: squeeze to refine_channels BEFORE upsampling; full-resolution convs dominate the cost.
+        self.fuse = nn.Sequential(conv(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                  conv(channels, refine_channels, 1), nn.ReLU(inplace=True))
+        self.refine = nn.Sequential(
+            conv(refine_channels + in_channels, refine_channels, 3, padding=1), nn.ReLU(inplace=True),
+            conv(refine_channels, out_channels, 1),
+        )
+
+    def forward(self, stages: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        y = self.lateral[-1](stages[-1])
+        for lat, feat in zip(reversed(self.lateral[:-1]), reversed(stages[:-1])):
+            y = F.interpolate(y, size=feat.shape[2:], mode=self.mode, align_corners=False) + lat(feat)
+        y = F.interpolate(self.fuse(y), size=x.shape[2:], mode=self.mode, align_corners=False)
+        return self.refine(torch.cat([y, x], dim=1))
+
+
+def soft_dice(masks: torch.Tensor, probs: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice per sample and channel, ``(B, K)``; ``smooth`` (in pixels) makes two empty maps agree."""
+    dims = tuple(range(2, masks.ndim))
+    inter = (masks * probs).sum(dims)
+    return (2 * inter + smooth) / (masks.sum(dims) + probs.sum(dims) + smooth)
+
+
 class QualityPredictor(nn.Module):
     """Predicts the Dice of each foreground-class mask given the image: ``g(image, masks) -> (B, K)``.
 
@@ -108,6 +153,10 @@ class QualityPredictor(nn.Module):
             ``out.data`` and therefore detaches gradient along the shortcut, which we do not want
             for a network that QAR back-propagates through; "B" also matches torchvision keys.
         norm: MONAI norm spec for the backbone ("batch", "instance", ("group", {...}), ...).
+        truth_decoder: add a :class:`TruthMapDecoder` that predicts the true mask; its soft Dice
+            with the input mask becomes the prior of the predicted Dice (see module docstring).
+            Train it with ``forward(..., return_truth=True)`` and a dense loss on the truth.
+        decoder_channels: width of that decoder.
     """
 
     def __init__(
@@ -123,6 +172,8 @@ class QualityPredictor(nn.Module):
         no_max_pool: bool = False,
         shortcut_type: str = "B",
         norm: str | tuple = "batch",
+        truth_decoder: bool = False,
+        decoder_channels: int = 64,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -145,6 +196,8 @@ class QualityPredictor(nn.Module):
         self.no_max_pool = no_max_pool
         self.shortcut_type = shortcut_type
         self.norm = norm
+        self.truth_decoder = bool(truth_decoder)
+        self.decoder_channels = int(decoder_channels)
 
         block, layers = RESNET_LAYOUTS[depth]
         planes = _block_inplanes(width)
@@ -162,8 +215,15 @@ class QualityPredictor(nn.Module):
             feed_forward=False,  # our own head below (dropout + K outputs)
             norm=norm,
         )
-        feat = planes[3] * (4 if block == "bottleneck" else 1)
+        expansion = 4 if block == "bottleneck" else 1
+        feat = planes[3] * expansion
         self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(feat, num_fg_classes))
+        self.decoder: TruthMapDecoder | None = None
+        if self.truth_decoder:
+            self.decoder = TruthMapDecoder(spatial_dims, [c * expansion for c in planes], self.in_channels,
+                                           num_fg_classes, channels=self.decoder_channels)
+            # Weight of the decoder's Dice estimate on the logit scale; starts as the full prior.
+            self.prior_weight = nn.Parameter(torch.ones(num_fg_classes))
 
     @property
     def in_channels(self) -> int:
@@ -177,13 +237,34 @@ class QualityPredictor(nn.Module):
                 f"expected input (B, {self.in_channels}, <{self.spatial_dims} spatial dims>), got {tuple(x.shape)}"
             )
 
-    def forward_concat_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid scores for a pre-concatenated ``(B, image_channels + K, *spatial)`` tensor.
+    def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four ResNet stage outputs (MONAI ``ResNet.forward`` unrolled to expose them)."""
+        b = self.backbone
+        x = b.act(b.bn1(b.conv1(x)))
+        if not b.no_max_pool:
+            x = b.maxpool(x)
+        stages = []
+        for layer in (b.layer1, b.layer2, b.layer3, b.layer4):
+            x = layer(x)
+            stages.append(x)
+        return stages
 
-        Exposed so training can use a numerically stable ``BCEWithLogits``-style loss if wanted.
+    def forward_concat_logits(self, x: torch.Tensor, return_truth: bool = False):
+        """Pre-sigmoid scores ``(B, K)`` for a pre-concatenated ``(B, image_channels + K, *spatial)`` tensor.
+
+        With ``return_truth=True`` (decoder models only) also the truth-mask logits ``(B, K, *spatial)``.
         """
         self._check_concat(x)
-        return self.head(self.backbone(x))
+        if self.decoder is None:
+            if return_truth:
+                raise ValueError("return_truth needs a predictor built with truth_decoder=True")
+            return self.head(self.backbone(x))
+        stages = self._stages(x)
+        logits = self.head(torch.flatten(self.backbone.avgpool(stages[-1]), 1))
+        truth_logits = self.decoder(stages, x)
+        prior = soft_dice(x[:, self.image_channels:], torch.sigmoid(truth_logits)).clamp(1e-4, 1 - 1e-4)
+        logits = logits + self.prior_weight * torch.logit(prior)
+        return (logits, truth_logits) if return_truth else logits
 
     def forward_concat(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated input tensor."""
@@ -202,9 +283,15 @@ class QualityPredictor(nn.Module):
             raise ValueError(f"image {tuple(image.shape)} and masks {tuple(masks.shape)} disagree")
         return torch.cat([image, masks.to(image.dtype)], dim=1)
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft."""
-        return self.forward_concat(self.concat_inputs(image, masks))
+    def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False):
+        """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft.
+
+        ``return_truth=True`` (decoder models) returns ``(dice, truth_logits)`` for the dense loss.
+        """
+        out = self.forward_concat_logits(self.concat_inputs(image, masks), return_truth=return_truth)
+        if return_truth:
+            return torch.sigmoid(out[0]), out[1]
+        return torch.sigmoid(out)
 
     # ---------------------------------------------------------------- config round-trip
     def config(self) -> dict[str, Any]:
@@ -221,6 +308,8 @@ class QualityPredictor(nn.Module):
             "no_max_pool": self.no_max_pool,
             "shortcut_type": self.shortcut_type,
             "norm": list(self.norm) if isinstance(self.norm, tuple) else self.norm,
+            "truth_decoder": self.truth_decoder,
+            "decoder_channels": self.decoder_channels,
         }
 
     @classmethod

@@ -66,11 +66,15 @@ class QualityScorer:
     Args:
         model: the :class:`QualityPredictor` (eval mode is set here).
         meta: checkpoint meta with ``classes``, ``image_size``, ``normalize``, ``spatial_dims``.
+        tta: average the prediction over the identity and a flip along each spatial axis. The
+            predictor is trained with flips, so each view is an equally valid estimate and the
+            mean has less variance (1 + spatial_dims forward passes).
     """
 
     def __init__(self, model: QualityPredictor, meta: dict[str, Any], device: str | torch.device = "cpu",
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, tta: bool = False) -> None:
         self.model = model.to(device).eval()
+        self.tta = tta
         self.meta = dict(meta)
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -124,7 +128,12 @@ class QualityScorer:
         for i in range(0, images.shape[0], self.batch_size):
             x = images[i:i + self.batch_size].to(self.device)
             m = masks[i:i + self.batch_size].to(self.device)
-            out.append(self.model(x, m).float().cpu())
+            if self.tta:
+                views = [()] + [(d,) for d in range(2, x.ndim)]
+                pred = torch.stack([self.model(x.flip(v), m.flip(v)).float() for v in views]).mean(0)
+            else:
+                pred = self.model(x, m).float()
+            out.append(pred.cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_fg)
 
     def score(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -144,7 +153,8 @@ class QualityScorer:
         return ((pred * weights).sum(0) / weights.sum(0)).numpy()
 
 
-def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu", best: bool = True) -> QualityScorer:
+def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu", best: bool = True,
+                           tta: bool = False) -> QualityScorer:
     """Rebuild a :class:`QualityScorer` from a checkpoint written by the quality trainer.
 
     ``path`` may be a ``.ckpt`` file or a run folder (``checkpoints/best.ckpt`` is used).
@@ -161,7 +171,7 @@ def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path}: not a qgseg quality-predictor checkpoint (meta.task={meta.get('task')!r})")
     model = QualityPredictor.from_config(meta["predictor"])
     model.load_state_dict(state["model"])
-    return QualityScorer(model, meta, device)
+    return QualityScorer(model, meta, device, tta=tta)
 
 
 # --------------------------------------------------------------------------- folders

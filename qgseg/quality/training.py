@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import nn
 
 from ..config import QualityConfig, RunConfig
@@ -113,6 +114,7 @@ class QualityTrainer(BaseTrainer):
         self._val_cases = val_cases
         self._prev_step_start: float | None = None
         self._prev_gen_s = 0.0
+        self._dice_loss = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
 
     # ---------------------------------------------------------------- data
     def setup_data(self) -> None:
@@ -166,7 +168,8 @@ class QualityTrainer(BaseTrainer):
     def build_model(self) -> nn.Module:
         q = self.cfg.quality
         model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
-                                 width=q.width, no_max_pool=min(self.size) < 64)  # why: keep resolution on tiny inputs
+                                 width=q.width, no_max_pool=min(self.size) < 64,  # why: keep resolution on tiny inputs
+                                 truth_decoder=q.truth_map_weight > 0)
         if q.pretrained:
             load_pretrained_backbone(model, q.pretrained)
         return model
@@ -207,18 +210,31 @@ class QualityTrainer(BaseTrainer):
         self._prev_gen_s = time.perf_counter() - t0
         self._prev_step_start = start
 
-        pred = self.model(images.to(self.device), batch.masks)
+        truth_logits = None
+        if q.truth_map_weight > 0:
+            pred, truth_logits = self.model(images.to(self.device), batch.masks, return_truth=True)
+        else:
+            pred = self.model(images.to(self.device), batch.masks)
         target = batch.dice.to(pred.dtype)
         valid = torch.isfinite(target)
         if q.loss == "mse":
             loss = F.mse_loss(pred[valid], target[valid])
         else:
             loss = F.smooth_l1_loss(pred[valid], target[valid], beta=0.1)
-        out = {"loss": loss, "mae": (pred.detach() - target).abs()[valid].mean(),
-               "target_dice": target[valid].mean()}
+        out = {"mae": (pred.detach() - target).abs()[valid].mean(), "target_dice": target[valid].mean()}
+        if truth_logits is not None:
+            dense = self.truth_map_loss(truth_logits, truth)
+            out["truth_map_loss"] = dense.detach()
+            loss = loss + q.truth_map_weight * dense
+        out["loss"] = loss
         if not math.isnan(frac):
             out["generation_fraction"] = torch.tensor(frac)
         return out
+
+    def truth_map_loss(self, logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Dense loss of the truth-map decoder: per-pixel BCE + MONAI soft Dice (sigmoid, per class)."""
+        truth = truth.to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, truth) + self._dice_loss(logits, truth)
 
     def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions on the fixed validation masks (``images`` overrides the val images)."""

@@ -1,15 +1,17 @@
-"""Training curves and segmentation overlays (matplotlib, headless)."""
+"""Training curves and segmentation overlays (matplotlib, headless).
+
+Figures are drawn on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
+importing qgseg does not change the backend of a user's notebook or GUI session.
+"""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import ndimage
 
 _COLORS = np.array([[0, 0, 0], [0.1, 0.9, 0.1], [1.0, 0.2, 0.2], [0.2, 0.5, 1.0], [1.0, 0.8, 0.1],
                     [0.8, 0.2, 1.0], [0.1, 0.9, 0.9]])
@@ -31,7 +33,9 @@ def read_csv_log(path: Path) -> dict[str, list[tuple[int, float]]]:
 def plot_training_curves(log_csv: Path, out_path: Path, title: str = "training") -> Path:
     """Loss curves (left) and validation metrics (right) from the run's CSV log."""
     series = read_csv_log(log_csv)
-    fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax_l, ax_v = fig.subplots(1, 2)
     for key, pts in sorted(series.items()):
         if not pts or key == "train/lr":
             continue
@@ -49,7 +53,6 @@ def plot_training_curves(log_csv: Path, out_path: Path, title: str = "training")
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
     return out_path
 
 
@@ -94,11 +97,12 @@ def save_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray |
         truth = truth[k] if truth is not None else None
         pred = pred[k] if pred is not None else None
         title = f"{title} (slice {k})"
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.imshow(overlay(image, truth, pred))
     ax.set_title(title + "\ntruth: green outline, prediction: magenta outline", fontsize=8)
     ax.axis("off")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
