@@ -127,8 +127,10 @@ class QualityConfig:
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
     truth_map_weight: float = 0.0  # >0: add the truth-map decoder, trained with this weight on a dense loss
+    rank_weight: float = 0.0  # >0: add the pairwise ranking loss (see qgseg.quality.training.pairwise_rank_loss)
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
+    eval_tta: bool = False  # flip test-time augmentation in the final evaluation
     eval_weak_model: str | None = None  # unseen networks for the real-mask evaluation; default: weak model, other seed
     eval_real_networks: bool = True  # train those unseen snapshots after the predictor (evaluation part b)
 

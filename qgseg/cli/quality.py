@@ -39,6 +39,8 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--masks-per-image", type=int, default=5)
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--max-cases", type=int, help="evaluate only the first N cases (smoke tests)")
+    c.add_argument("--tta", action="store_true",
+                   help="average predictions over the identity and one flip per spatial axis (slower, steadier)")
     c.add_argument("--device", default="auto")
 
     c = qsub.add_parser("score", help=QUALITY_COMMANDS["score"], description=QUALITY_COMMANDS["score"])
@@ -48,6 +50,8 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--mask-pattern", help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
     c.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write (default: scores.csv)")
     c.add_argument("--flag-below", type=float, help="list cases whose predicted Dice (any class) is below this")
+    c.add_argument("--tta", action="store_true",
+                   help="average predictions over the identity and one flip per spatial axis (slower, steadier)")
     c.add_argument("--device", default="auto")
 
 
@@ -75,7 +79,7 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
     from ..quality.evaluation import evaluate_quality, find_ph2_fixed
     from ..quality.scoring import load_quality_predictor
 
-    scorer = load_quality_predictor(args.predictor, _device(args.device))
+    scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
     path = Path(args.dataset)
     if not path.is_absolute() and args.data_root:
         path = Path(args.data_root) / path
@@ -117,7 +121,7 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
 def cmd_quality_score(args: argparse.Namespace) -> int:
     from ..quality.scoring import load_quality_predictor, score_folder, write_scores_csv
 
-    scorer = load_quality_predictor(args.predictor, _device(args.device))
+    scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
     rows, problems = score_folder(scorer, args.images, args.masks, args.mask_pattern)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
