@@ -127,6 +127,7 @@ class QualityConfig:
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
     truth_map_weight: float = 0.0  # >0: add the truth-map decoder, trained with this weight on a dense loss
+    readout: str = "agreement"  # decoder models: "agreement" (mask vs decoded truth) or "fused" (regression head)
     rank_weight: float = 0.0  # >0: add the pairwise ranking loss (see qgseg.quality.training.pairwise_rank_loss)
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
@@ -291,6 +292,7 @@ def validate(cfg: RunConfig) -> None:
         "train.loss": (cfg.train.loss, {"dice_ce", "ce", "dice"}),
         "data.normalize": (cfg.data.normalize, {"auto", "unit", "zscore", "none"}),
         "quality.loss": (cfg.quality.loss, {"smoothl1", "mse"}),
+        "quality.readout": (cfg.quality.readout, {"agreement", "fused"}),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -13,6 +13,7 @@ from qgseg.quality.predictor import (
     labels_to_fg_onehot,
     load_pretrained_backbone,
     probs_to_fg,
+    agreement_dice,
     soft_dice,
 )
 
@@ -163,8 +164,8 @@ def test_truth_decoder_outputs_and_gradients(spatial_dims: int, image_channels: 
     assert masks.grad is not None and masks.grad.abs().sum() > 0
 
 
-def test_truth_decoder_prior_is_soft_dice_of_mask_and_predicted_truth() -> None:
-    """With a zero head the predicted Dice equals the soft Dice of the mask and the decoded truth."""
+def test_fused_readout_prior_is_soft_dice_of_mask_and_predicted_truth() -> None:
+    """With a zero head the fused Dice equals the soft Dice of the mask and the decoded truth."""
     torch.manual_seed(0)
     model = QualityPredictor(2, 1, 1, depth=10, width=W, truth_decoder=True, decoder_channels=8).eval()
     with torch.no_grad():
@@ -194,3 +195,26 @@ def test_return_truth_needs_decoder_and_config_round_trip() -> None:
     clone = QualityPredictor.from_config(json.loads(json.dumps(model.config())))
     assert clone.truth_decoder and clone.decoder_channels == 8
     clone.load_state_dict(model.state_dict())  # same parameters, decoder included
+
+
+def test_agreement_readout_is_dice_with_thresholded_truth_and_differentiable() -> None:
+    from qgseg.quality.corruptions import dice_per_class
+
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 2, depth=10, width=W, truth_decoder=True, decoder_channels=8,
+                             readout="agreement").eval()
+    image = torch.randn(3, 1, 32, 32)
+    masks = (torch.rand(3, 2, 32, 32) > 0.5).float().requires_grad_(True)
+    dice = model(image, masks)
+    _, truth_logits = model(image, masks, return_truth=True)
+    expected = dice_per_class(masks.detach(), (truth_logits > 0).float())
+    torch.testing.assert_close(dice, expected)
+    (1 - dice).mean().backward()
+    assert masks.grad is not None and masks.grad.abs().sum() > 0
+    # the straight-through threshold passes gradient to the decoder as well
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    # both empty -> 1, like the training target
+    empty = torch.zeros(1, 2, 32, 32)
+    assert agreement_dice(empty, torch.full((1, 2, 32, 32), -5.0)).allclose(torch.ones(1, 2))
+    with pytest.raises(ValueError, match="truth_decoder"):
+        QualityPredictor(2, 1, 1, width=W, readout="agreement")

@@ -186,7 +186,8 @@ class QualityTrainer(BaseTrainer):
         q = self.cfg.quality
         model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
                                  width=q.width, no_max_pool=min(self.size) < 64,  # why: keep resolution on tiny inputs
-                                 truth_decoder=q.truth_map_weight > 0)
+                                 truth_decoder=q.truth_map_weight > 0,
+                                 readout=q.readout if q.truth_map_weight > 0 else "fused")
         if q.pretrained:
             load_pretrained_backbone(model, q.pretrained)
         return model
