@@ -126,9 +126,8 @@ class QualityConfig:
     weak_probability: float = 0.15
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
-    truth_map_weight: float = 0.0  # >0: add the truth-map decoder, trained with this weight on a dense loss
+    truth_map_weight: float = 1.0  # >0: add the truth-map decoder, trained with this weight on a dense loss; 0: plain ResNet
     readout: str = "agreement"  # decoder models: "agreement" (mask vs decoded truth) or "fused" (regression head)
-    rank_weight: float = 0.0  # >0: add the pairwise ranking loss (see qgseg.quality.training.pairwise_rank_loss)
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
     eval_tta: bool = False  # flip test-time augmentation in the final evaluation

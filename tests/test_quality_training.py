@@ -178,15 +178,3 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
     tta = load_quality_predictor(fit.best_path, tta=True).predict(images, masks)
     torch.testing.assert_close(tta, (plain + flipped[0] + flipped[1]) / 3, rtol=1e-5, atol=1e-6)
 
-
-def test_pairwise_rank_loss():
-    from qgseg.quality.training import pairwise_rank_loss
-
-    target = torch.tensor([[0.9], [0.5], [0.1], [float("nan")]])
-    assert pairwise_rank_loss(target.nan_to_num(0.3), target).item() == 0.0  # perfect -> 0
-    squeezed = torch.tensor([[0.6], [0.5], [0.4], [0.0]])  # right order, compressed gaps
-    swapped = torch.tensor([[0.1], [0.5], [0.9], [0.0]])  # wrong order
-    assert 0 < pairwise_rank_loss(squeezed, target) < pairwise_rank_loss(swapped, target)
-    pred = squeezed.clone().requires_grad_(True)
-    pairwise_rank_loss(pred, target).backward()
-    assert pred.grad[0, 0] < 0 < pred.grad[2, 0] and pred.grad[3, 0] == 0  # spread apart; NaN row ignored

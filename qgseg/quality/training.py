@@ -37,7 +37,7 @@ from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import hard_fg
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
 
-__all__ = ["QualityTrainer", "build_sampler", "pairwise_rank_loss", "prepare_tensors", "predictor_size", "quality_run_config",
+__all__ = ["QualityTrainer", "build_sampler", "prepare_tensors", "predictor_size", "quality_run_config",
            "train_quality_predictor"]
 
 
@@ -84,23 +84,6 @@ def quality_run_config(cfg: RunConfig) -> RunConfig:
     t.batch_size, t.early_stop_patience, t.ema, t.warmup = q.batch_size, q.early_stop_patience, None, 0
     t.checkpoint_every = None
     return out
-
-
-def pairwise_rank_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Penalise pairs whose predicted Dice gap is smaller than (or opposite to) the true gap.
-
-    For every pair (i, j) of the batch and each class: ``relu(|d_i - d_j| - sign(d_i - d_j) * (p_i - p_j))``.
-    It is zero for a perfect predictor, so unlike a logistic ranking loss it does not fight the
-    regression loss; it targets the compression towards the mean that hurts Spearman most.
-    NaN targets (undefined Dice) are ignored.
-    """
-    valid = torch.isfinite(target)
-    d = torch.where(valid, target, torch.zeros_like(target))
-    gap_true = d[:, None, :] - d[None, :, :]  # (B, B, K)
-    gap_pred = pred[:, None, :] - pred[None, :, :]
-    pair_ok = valid[:, None, :] & valid[None, :, :] & (gap_true.abs() > 0)
-    hinge = F.relu(gap_true.abs() - torch.sign(gap_true) * gap_pred)
-    return hinge[pair_ok].mean() if pair_ok.any() else pred.sum() * 0
 
 
 # --------------------------------------------------------------------------- trainer
@@ -240,10 +223,6 @@ class QualityTrainer(BaseTrainer):
         else:
             loss = F.smooth_l1_loss(pred[valid], target[valid], beta=0.1)
         out = {"mae": (pred.detach() - target).abs()[valid].mean(), "target_dice": target[valid].mean()}
-        if q.rank_weight > 0:
-            rank = pairwise_rank_loss(pred, target)
-            out["rank_loss"] = rank.detach()
-            loss = loss + q.rank_weight * rank
         if truth_logits is not None:
             dense = self.truth_map_loss(truth_logits, truth)
             out["truth_map_loss"] = dense.detach()
