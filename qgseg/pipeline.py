@@ -66,13 +66,16 @@ def checkpoint_spec(path: Path) -> ModelSpec:
 def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, Any]], out_dir: Path,
                     flag_below: float = 0.7, predictions: dict[str, Any] | None = None) -> dict[str, Any]:
     """Standalone QC of a segmenter's masks: predicted Dice (no ground truth used) next to the
-    true Dice from the evaluation ``rows``; writes ``qc.csv`` and a scatter plot. Masks come from
-    ``predictions`` (case id -> label map) when given, else the segmenter predicts them."""
+    true Dice from the evaluation ``rows``; writes ``qc.csv``, a scatter plot and, for flagged
+    cases, overlays of the mask and the predictor's estimate of the truth (``overlays/``).
+    Masks come from ``predictions`` (case id -> label map) when given, else the segmenter
+    predicts them."""
     import csv
 
     import numpy as np
 
     from .quality.metrics import regression_metrics
+    from .quality.scoring import save_qc_overlay
     from .viz.quality_plots import scatter_pred_vs_true
 
     true_by_id = {r["case_id"]: r for r in rows}
@@ -83,6 +86,9 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
         predicted = scorer.score(case, mask)
         true = [true_by_id[case.case_id][c]["dice"] for c in fg]
         out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true})
+        if min(predicted) < flag_below and getattr(scorer, "has_truth_map", False):
+            # why: show the reviewer where the predictor thinks the mask is wrong
+            save_qc_overlay(scorer, case, mask, out_dir / "overlays" / f"{case.case_id}.png", float(min(predicted)))
     pred = np.array([r["predicted"] for r in out])
     true = np.array([r["true"] for r in out])
     out_dir.mkdir(parents=True, exist_ok=True)

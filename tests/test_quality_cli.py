@@ -65,3 +65,36 @@ def test_eval_command(setup, capsys):
 
 def test_quality_without_subcommand(capsys):
     assert main(["quality"]) == 2
+
+
+def test_score_overlays_show_the_estimated_truth(setup, capsys):
+    """A truth-map predictor writes one overlay per flagged case; its truth estimate has the case's shape."""
+    from qgseg.data.io import read_image, read_mask
+    from qgseg.data.case import Case
+    from qgseg.quality.scoring import load_quality_predictor
+
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
+                             decoder_channels=8, readout="agreement")
+    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
+            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True}
+    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / "qtm.ckpt")
+    over = setup["root"] / "overlays"
+    code = main(["quality", "score", "--predictor", str(ckpt), "--images", str(setup["data"] / "images"),
+                 "--masks", str(setup["data"] / "masks"), "--output", str(setup["root"] / "s2.csv"),
+                 "--flag-below", "1.01", "--overlays", str(over)])
+    assert code == 0
+    assert len(list(over.glob("*.png"))) == 9
+    assert "9 overlay(s)" in capsys.readouterr().out
+
+    scorer = load_quality_predictor(ckpt)
+    img_path = sorted((setup["data"] / "images").iterdir())[0]
+    image, _ = read_image(img_path)
+    case = Case("c", image)
+    mask = read_mask(setup["data"] / "masks" / img_path.name.replace(img_path.suffix, ".png"), num_classes=2)
+    est = scorer.estimated_truth(case, mask)
+    assert est.shape == case.spatial_shape and set(est.ravel().tolist()) <= {0, 1}
+    # the plain predictor has no truth map: a clear error, and the CLI warns instead of failing
+    plain = load_quality_predictor(setup["ckpt"])
+    with pytest.raises(ValueError, match="truth-map"):
+        plain.estimated_truth(case, mask)

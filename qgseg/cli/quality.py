@@ -50,6 +50,9 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--mask-pattern", help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
     c.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write (default: scores.csv)")
     c.add_argument("--flag-below", type=float, help="list cases whose predicted Dice (any class) is below this")
+    c.add_argument("--overlays", type=Path, metavar="DIR",
+                   help="write an overlay PNG per flagged case (every case without --flag-below): the mask "
+                        "and the predictor's estimate of the true outline")
     c.add_argument("--tta", action="store_true",
                    help="average predictions over the identity and one flip per spatial axis (slower, steadier)")
     c.add_argument("--device", default="auto")
@@ -122,7 +125,10 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
     from ..quality.scoring import load_quality_predictor, score_folder, write_scores_csv
 
     scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
-    rows, problems = score_folder(scorer, args.images, args.masks, args.mask_pattern)
+    if args.overlays is not None and not scorer.has_truth_map:
+        print("warning: --overlays needs a predictor with a truth-map decoder; none written", file=sys.stderr)
+    rows, problems = score_folder(scorer, args.images, args.masks, args.mask_pattern,
+                                  overlay_dir=args.overlays, overlay_below=args.flag_below)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
     if not rows:
@@ -130,6 +136,9 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
         return 2
     write_scores_csv(rows, args.output, scorer.fg_classes)
     print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}")
+    n_overlays = sum("overlay" in r for r in rows)
+    if n_overlays:
+        print(f"{n_overlays} overlay(s) in {args.overlays} (green: the predictor's estimate of the truth)")
     if args.flag_below is not None:
         flagged = sorted((r for r in rows if r["min_dice"] < args.flag_below), key=lambda r: r["min_dice"])
         print(f"{len(flagged)} case(s) with predicted Dice below {args.flag_below} (worst first):")

@@ -136,6 +136,37 @@ class QualityScorer:
             out.append(pred.cpu())
         return torch.cat(out) if out else torch.zeros(0, self.num_fg)
 
+    @property
+    def has_truth_map(self) -> bool:
+        """Whether the predictor decodes an estimate of the true mask (truth-map decoder)."""
+        return getattr(self.model, "decoder", None) is not None
+
+    @torch.no_grad()
+    def estimated_truth(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The predictor's estimate of the TRUE label map for ``case``, at the case's own shape.
+
+        Where it differs from ``mask`` is where the predictor believes the mask is wrong: the
+        picture behind a low score. Needs a predictor with a truth-map decoder.
+        """
+        if not self.has_truth_map:
+            raise ValueError("this quality predictor has no truth-map decoder (trained with truth_map_weight 0)")
+        images = self.prepare_image(case)
+        masks = self.prepare_mask(mask, case)
+        probs = []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = images[i:i + self.batch_size].to(self.device)
+            m = masks[i:i + self.batch_size].to(self.device)
+            probs.append(torch.sigmoid(self.model(x, m, return_truth=True)[1]).float().cpu())
+        prob = torch.cat(probs)  # (N, K, *size)
+        slice_dims = case.spatial_dims != self.spatial_dims
+        in_plane = case.spatial_shape if not slice_dims else tuple(
+            n for a, n in enumerate(case.spatial_shape) if a != slice_axis(case))
+        prob = resize_image(prob, list(in_plane))
+        best, idx = prob.max(dim=1)  # (N, *in_plane)
+        label = torch.where(best > 0.5, idx + 1, torch.zeros_like(idx))
+        label = label[0] if not slice_dims else label.movedim(0, slice_axis(case))
+        return label.numpy().astype(np.uint8)
+
     def score(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """Predicted Dice per foreground class, ``(K,)``.
 
@@ -176,8 +207,13 @@ def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu",
 
 # --------------------------------------------------------------------------- folders
 def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str | Path,
-                 mask_pattern: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+                 mask_pattern: str | None = None, overlay_dir: str | Path | None = None,
+                 overlay_below: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Score every (image, mask) pair of two folders; pairs by file name (:func:`pair_files`).
+
+    With ``overlay_dir`` (and a truth-map predictor) an overlay PNG per case, or per case whose
+    lowest predicted Dice is below ``overlay_below``, shows the mask next to the predictor's
+    estimate of the true outline, so a reviewer sees *where* it thinks the mask is wrong.
 
     Returns ``(rows, problems)``: one row per pair ``{"case_id", "image", "mask", <class>: Dice, ...,
     "min_dice"}`` and human-readable pairing problems (unpaired / ambiguous files).
@@ -204,8 +240,21 @@ def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str |
         row: dict[str, Any] = {"case_id": case_id, "image": str(img_path), "mask": str(mask_path)}
         row.update({name: float(v) for name, v in zip(scorer.fg_classes, dice)})
         row["min_dice"] = float(np.min(dice))
+        if overlay_dir is not None and scorer.has_truth_map and (overlay_below is None
+                                                                  or row["min_dice"] < overlay_below):
+            row["overlay"] = str(save_qc_overlay(scorer, case, mask, Path(overlay_dir) / f"{case_id}.png",
+                                                 row["min_dice"]))
         rows.append(row)
     return rows, problems
+
+
+def save_qc_overlay(scorer: QualityScorer, case: Case, mask: np.ndarray, path: Path, predicted: float) -> Path:
+    """Overlay of a scored mask (magenta) and the predictor's estimate of the true outline (green)."""
+    from ..viz.plots import save_overlay
+
+    return save_overlay(case.image, scorer.estimated_truth(case, mask), mask, path,
+                        title=f"{case.case_id}  predicted Dice {predicted:.3f}",
+                        legend="predictor's estimate of the truth: green, scored mask: magenta")
 
 
 def write_scores_csv(rows: list[dict[str, Any]], path: str | Path, classes: Sequence[str]) -> Path:

@@ -88,7 +88,7 @@ def overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None
 
 
 def save_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None, path: Path,
-                 title: str = "") -> Path:
+                 title: str = "", legend: str = "truth: green outline, prediction: magenta outline") -> Path:
     """Save an overlay PNG; for 3D cases the slice with the most foreground is shown."""
     if image.ndim == 4:
         ref = truth if truth is not None else pred
@@ -101,7 +101,7 @@ def save_overlay(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray |
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.imshow(overlay(image, truth, pred))
-    ax.set_title(title + "\ntruth: green outline, prediction: magenta outline", fontsize=8)
+    ax.set_title(f"{title}\n{legend}", fontsize=8)
     ax.axis("off")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
