@@ -26,6 +26,12 @@ from qgseg.quality.training import train_quality_predictor  # noqa: E402
 PRESETS = {"ph2": "quality_ph2", "colondb": "quality_colondb", "acdc": "quality_acdc"}
 
 
+def _decoder(cfg) -> str:
+    q = cfg.quality
+    return (f" + truth-map decoder (weight {q.truth_map_weight}, readout {q.readout})" if q.truth_map_weight > 0
+            else " (plain regression)")
+
+
 def _get(section: dict, key: str) -> float | None:
     return None if section is None else section.get(key)
 
@@ -59,7 +65,7 @@ def main() -> None:
         "real_per_class": ev.get("real", {}).get("per_class"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
         "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
-                     f"{cfg.quality.width}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
+                     f"{cfg.quality.width}{_decoder(cfg)}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
                      f"{cfg.quality.masks_per_image} masks/image, weak {cfg.model.name} snapshots at epochs "
                      f"{cfg.quality.weak_epochs}; test split only for metrics; unseen real networks = "
                      f"snapshots trained with another seed; CPU"),

@@ -127,7 +127,7 @@ class QualityConfig:
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
     truth_map_weight: float = 1.0  # >0: add the truth-map decoder, trained with this weight on a dense loss; 0: plain ResNet
-    readout: str = "agreement"  # decoder models: "agreement" (mask vs decoded truth) or "fused" (regression head)
+    readout: str = "auto"  # decoder models: "agreement" (mask vs decoded truth), "fused" (regression head), "auto" (lower val MAE)
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
     eval_tta: bool = False  # flip test-time augmentation in the final evaluation
@@ -291,7 +291,7 @@ def validate(cfg: RunConfig) -> None:
         "train.loss": (cfg.train.loss, {"dice_ce", "ce", "dice"}),
         "data.normalize": (cfg.data.normalize, {"auto", "unit", "zscore", "none"}),
         "quality.loss": (cfg.quality.loss, {"smoothl1", "mse"}),
-        "quality.readout": (cfg.quality.readout, {"agreement", "fused"}),
+        "quality.readout": (cfg.quality.readout, {"auto", "agreement", "fused"}),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -96,7 +96,7 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
     assert scorer.meta["task"] == "quality" and scorer.image_size == [32, 32] and scorer.classes == ds.classes
     model = trainer._raw_model().eval()
     with torch.no_grad():
-        expected = trainer.predict_val(model)
+        expected = trainer.predict_val(model)[model.readout]
     got = torch.cat([scorer.predict(trainer.val_images[trainer.val_index[i:i + 5]], trainer.val_masks[i:i + 5])
                      for i in range(0, len(trainer.val_index), 5)])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
@@ -172,6 +172,10 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
         assert "train/truth_map_loss" in next(csv.reader(fh))
     scorer = load_quality_predictor(fit.best_path)
     assert scorer.model.truth_decoder
+    # readout "auto": the checkpoint keeps the readout with the lower validation MAE at that iteration
+    best = next(h for h in fit.history if h["iteration"] == fit.best_iteration)
+    assert scorer.model.readout == min(("fused", "agreement"), key=lambda k: best[f"val/mae_{k}"])
+    assert best["val/mae"] == pytest.approx(best[f"val/mae_{scorer.model.readout}"])
     images, masks = trainer.val_images[trainer.val_index[:4]], trainer.val_masks[:4]
     plain = scorer.predict(images, masks)
     flipped = [scorer.predict(images.flip(d), masks.flip(d)) for d in (2, 3)]

@@ -32,7 +32,7 @@ from ..data.run_data import RunData, prepare_run_data
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
 from .metrics import regression_metrics
-from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
+from .predictor import QualityPredictor, agreement_dice, labels_to_fg_onehot, load_pretrained_backbone
 from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import hard_fg
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
@@ -170,7 +170,7 @@ class QualityTrainer(BaseTrainer):
         model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
                                  width=q.width, no_max_pool=min(self.size) < 64,  # why: keep resolution on tiny inputs
                                  truth_decoder=q.truth_map_weight > 0,
-                                 readout=q.readout if q.truth_map_weight > 0 else "fused")
+                                 readout=q.readout if q.truth_map_weight > 0 and q.readout != "auto" else "fused")
         if q.pretrained:
             load_pretrained_backbone(model, q.pretrained)
         return model
@@ -237,22 +237,38 @@ class QualityTrainer(BaseTrainer):
         truth = truth.to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, truth) + self._dice_loss(logits, truth)
 
-    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions on the fixed validation masks (``images`` overrides the val images)."""
+    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Predictions on the fixed validation masks (``images`` overrides the val images), per readout:
+        ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise."""
         images = self.val_images if images is None else images
-        out = []
+        decoder = getattr(self._raw_model(), "decoder", None) is not None
+        out: dict[str, list[torch.Tensor]] = {"fused": [], "agreement": []} if decoder else {"fused": []}
         bs = max(1, self.cfg.quality.batch_size)
         for i in range(0, len(self.val_index), bs):
             sl = slice(i, i + bs)
             x = images[self.val_index[sl]].to(self.device)
-            out.append(model(x, self.val_masks[sl].to(self.device)).float().cpu())
-        return torch.cat(out)
+            m = self.val_masks[sl].to(self.device)
+            if decoder:
+                fused, truth_logits = model(x, m, return_truth=True)
+                out["agreement"].append(agreement_dice(m.to(truth_logits.dtype), truth_logits).float().cpu())
+            else:
+                fused = model(x, m)
+            out["fused"].append(fused.float().cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        pred = self.predict_val(model)
-        m = regression_metrics(pred.numpy(), self.val_dice.numpy())
-        return {"val/mae": m["mae"], "val/rmse": m["rmse"], "val/pearson": m["pearson"],
-                "val/spearman": m["spearman"]}
+        """Validation metrics of the model's readout. With ``quality.readout: auto`` the readout with
+        the lower validation MAE is chosen here and stored in the model (hence in its checkpoint)."""
+        preds = self.predict_val(model)
+        maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
+        raw = self._raw_model()
+        if len(preds) > 1 and self.cfg.quality.readout == "auto":
+            raw.readout = min(maes, key=lambda k: maes[k])
+        m = regression_metrics(preds[getattr(raw, "readout", "fused")].numpy(), self.val_dice.numpy())
+        out = {"val/mae": m["mae"], "val/rmse": m["rmse"], "val/pearson": m["pearson"], "val/spearman": m["spearman"]}
+        if len(preds) > 1:
+            out.update({f"val/mae_{k}": v for k, v in maes.items()})
+        return out
 
 
 # --------------------------------------------------------------------------- workflow
