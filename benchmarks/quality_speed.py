@@ -76,7 +76,8 @@ def main() -> None:
            "wall_s": time.time() - start,
            "protocol": (f"generation: VariableQualitySampler.sample on 224x224 lesion-like masks, default category "
                         f"mix, {args.seconds:.0f} s per batch size; training: QualityTrainer on "
-                        f"{'PH2' if ph2.is_dir() else 'demo'} at 224x224, ResNet-18 standard width, batch "
+                        f"{'PH2' if ph2.is_dir() else 'demo'} at 224x224, ResNet-18 standard width"
+                        f"{' + truth-map decoder' if cfg.quality.truth_map_weight > 0 else ''}, batch "
                         f"{args.batch_size}, {args.iterations} iterations incl. augmentation and optimiser, "
                         f"CPU ({torch.get_num_threads()} threads)")}
     rows = [("masks/s batch 1", f"{out['masks_per_s_b1']:.1f}"), ("masks/s batch 64", f"{out['masks_per_s_b64']:.1f}"),
