@@ -122,7 +122,7 @@ class TruthMapDecoder(nn.Module):
 
     def forward(self, stages: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         y = self.lateral[-1](stages[-1])
-        for lat, feat in zip(reversed(self.lateral[:-1]), reversed(stages[:-1])):
+        for lat, feat in zip(reversed(self.lateral[:-1]), reversed(stages[:-1]), strict=True):
             y = F.interpolate(y, size=feat.shape[2:], mode=self.mode, align_corners=False) + lat(feat)
         y = F.interpolate(self.fuse(y), size=x.shape[2:], mode=self.mode, align_corners=False)
         return self.refine(torch.cat([y, x], dim=1))
