@@ -43,12 +43,14 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/benchmarks")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     parser.add_argument("--variant", help="suffix of the result name for a non-default protocol (with --set)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's training (after a kill); a finished run is only re-evaluated")
     args = parser.parse_args()
     name = f"quality_{args.which}" + (f"_{args.variant}" if args.variant else "")
     cfg = load_config(PRESETS[args.which], [f"data.root={args.data_root}", f"output_dir={args.output_dir}",
                                             "runtime.progress=false", f"name={name}", *args.overrides])
     start = time.time()
-    res = train_quality_predictor(cfg)
+    res = train_quality_predictor(cfg, resume=args.resume)
     wall = time.time() - start
     ev = res["eval"]
     syn, real = ev["synthetic"]["all"], ev.get("real", {}).get("all")

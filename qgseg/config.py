@@ -132,6 +132,7 @@ class QualityConfig:
     eval_seed: int = 1234
     eval_tta: bool = False  # flip test-time augmentation in the final evaluation
     eval_weak_model: str | None = None  # unseen networks for the real-mask evaluation; default: weak model, other seed
+    eval_weak_epochs: list[int] | None = None  # epochs of those unseen snapshots; default: weak_epochs
     eval_real_networks: bool = True  # train those unseen snapshots after the predictor (evaluation part b)
 
 

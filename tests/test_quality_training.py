@@ -56,6 +56,9 @@ def test_weak_snapshots_at_requested_epochs(tiny):
     # reruns reuse the files instead of retraining
     again = train_weak_snapshots(tiny["cfg"], tiny["data"], tiny["root"] / "weak")
     assert [p.stat().st_mtime for p in again] == [p.stat().st_mtime for p in snaps]
+    # other epochs on request (quality.eval_weak_epochs: later, better unseen networks)
+    later = train_weak_snapshots(tiny["cfg"], tiny["data"], tiny["root"] / "weak_later", seed=9, epochs=[3])
+    assert [p.name for p in later] == ["epoch_003.ckpt"] and load_checkpoint(later[0])["iteration"] == 6
 
     ds = tiny["data"].dataset
     cases = [ds.load(i) for i in tiny["data"].labeled]

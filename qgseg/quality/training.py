@@ -342,7 +342,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     real: list[Path] = []
     if q.eval_real_networks and q.weak_epochs:
         real = train_weak_snapshots(cfg, data, run_dir / "eval" / "unseen_snapshots", seed=cfg.train.seed + 101,
-                                    model_name=q.eval_weak_model)
+                                    model_name=q.eval_weak_model, epochs=q.eval_weak_epochs)
     test_cases = [ds.load(i) for i in data.test]
     report = evaluate_quality(scorer, test_cases, run_dir / "eval", seed=q.eval_seed, k=q.eval_masks_per_image,
                               real_snapshots=real, train_cases=train_cases, ph2_fixed=find_ph2_fixed(ds.root),

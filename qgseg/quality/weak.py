@@ -64,14 +64,15 @@ class WeakSnapshotTrainer(SegmentationTrainer):
         return result
 
 
-def weak_run_config(cfg: RunConfig, n_labeled: int, seed: int | None = None, model_name: str | None = None
-                    ) -> tuple[RunConfig, dict[int, int]]:
-    """Config of the short segmenter run and its snapshot points ``{iteration: epoch}``."""
+def weak_run_config(cfg: RunConfig, n_labeled: int, seed: int | None = None, model_name: str | None = None,
+                    epochs: Sequence[int] | None = None) -> tuple[RunConfig, dict[int, int]]:
+    """Config of the short segmenter run and its snapshot points ``{iteration: epoch}``
+    (``epochs`` overrides ``quality.weak_epochs``)."""
     q = cfg.quality
     wcfg = copy.deepcopy(cfg)
     wcfg.model.name = model_name or q.weak_model or cfg.model.name
     per_epoch = q.weak_iterations_per_epoch or max(1, math.ceil(n_labeled / cfg.train.batch_size))
-    epochs = sorted({int(e) for e in q.weak_epochs if int(e) >= 1})
+    epochs = sorted({int(e) for e in (q.weak_epochs if epochs is None else epochs) if int(e) >= 1})
     if not epochs:
         raise ValueError("quality.weak_epochs must contain at least one epoch >= 1")
     snapshots = {e * per_epoch: e for e in epochs}
@@ -93,15 +94,16 @@ def snapshot_paths(out_dir: str | Path) -> list[Path]:
 
 
 def train_weak_snapshots(cfg: RunConfig, data: RunData, out_dir: str | Path, device: str | None = None,
-                         seed: int | None = None, model_name: str | None = None) -> list[Path]:
+                         seed: int | None = None, model_name: str | None = None,
+                         epochs: Sequence[int] | None = None) -> list[Path]:
     """Train the segmenter briefly on ``data.labeled`` and save snapshots after ``cfg.quality.weak_epochs``.
 
     Existing snapshots for every requested epoch are reused (resume / reruns). ``device`` ("cpu",
     "cuda", ...) overrides ``cfg.runtime.accelerator``; ``seed`` and ``model_name`` give another
-    set of snapshots (e.g. unseen networks for evaluation).
+    set of snapshots (e.g. unseen networks for evaluation); ``epochs`` other snapshot epochs.
     """
     out_dir = Path(out_dir)
-    wcfg, snapshots = weak_run_config(cfg, len(data.labeled), seed, model_name)
+    wcfg, snapshots = weak_run_config(cfg, len(data.labeled), seed, model_name, epochs)
     expected = [out_dir / f"epoch_{e:03d}.ckpt" for e in sorted(snapshots.values())]
     if all(p.is_file() for p in expected):
         return expected
