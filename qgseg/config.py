@@ -297,6 +297,8 @@ def validate(cfg: RunConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: '{value}' is not one of {sorted(allowed)}")
+    if cfg.quality.readout == "agreement" and cfg.quality.truth_map_weight <= 0:
+        raise ConfigError("quality.readout: 'agreement' needs the truth-map decoder (quality.truth_map_weight > 0)")
     if cfg.train.iterations < 1:
         raise ConfigError("train.iterations must be >= 1")
     if cfg.train.batch_size < 1:

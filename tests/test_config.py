@@ -51,3 +51,13 @@ def test_saved_config_round_trips(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["iterations"] == 7
+
+
+def test_agreement_readout_needs_the_truth_map_decoder():
+    from qgseg.config import ConfigError, load_config
+
+    assert load_config("quality_demo", ["quality.readout=agreement"]).quality.readout == "agreement"
+    with pytest.raises(ConfigError, match="truth_map_weight"):
+        load_config("quality_demo", ["quality.readout=agreement", "quality.truth_map_weight=0"])
+    with pytest.raises(ConfigError, match="quality.readout"):
+        load_config("quality_demo", ["quality.readout=best"])

@@ -175,9 +175,9 @@ class QualityPredictor(nn.Module):
         decoder_channels: width of that decoder.
         readout: what ``forward`` returns for decoder models. ``"fused"``: the regression head
             (decoder prior + correction from pooled features). ``"agreement"``: the Dice between the
-            input mask and the decoder's thresholded truth map (:func:`agreement_dice`); it skips
-            the globally pooled head, which over-fits the few training images, and generalised
-            better to unseen images on PH2 and CVC-ColonDB validation sets.
+            input mask and the decoder's thresholded truth map (:func:`agreement_dice`), skipping
+            the globally pooled head. Which one generalises better depends on the data, so
+            training (``quality.readout: auto``) picks it on validation MAE.
     """
 
     def __init__(
