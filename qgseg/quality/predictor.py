@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets import ResNet
 
+from .corruptions import dice_per_class  # the training target's Dice: both conventions must agree
+
 __all__ = [
     "QualityPredictor",
     "TruthMapDecoder",
@@ -144,10 +146,7 @@ def agreement_dice(masks: torch.Tensor, truth_logits: torch.Tensor, eps: float =
     """
     soft = torch.sigmoid(truth_logits)
     truth = (soft > 0.5).to(soft.dtype) + soft - soft.detach()
-    dims = tuple(range(2, masks.ndim))
-    inter = (masks * truth).sum(dims)
-    denom = masks.sum(dims) + truth.sum(dims)
-    return torch.where(denom > eps, 2 * inter / denom.clamp_min(eps), torch.ones_like(denom)).clamp(0, 1)
+    return dice_per_class(masks, truth, eps)
 
 
 class QualityPredictor(nn.Module):

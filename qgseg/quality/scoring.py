@@ -123,18 +123,22 @@ class QualityScorer:
     @torch.no_grad()
     def predict(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Predicted Dice ``(N, K)`` for prepared tensors, in batches (CPU tensor)."""
+
+        def dice(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            if not self.tta:
+                return self.model(x, m)
+            views = [()] + [(d,) for d in range(2, x.ndim)]
+            return torch.stack([self.model(x.flip(v), m.flip(v)).float() for v in views]).mean(0)
+
+        out = self._batched(dice, images, masks)
+        return out if out is not None else torch.zeros(0, self.num_fg)
+
+    def _batched(self, fn, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
+        """``fn(images, masks)`` over batches on the scorer's device, concatenated on the CPU (float)."""
         self.model.eval()
-        out = []
-        for i in range(0, images.shape[0], self.batch_size):
-            x = images[i:i + self.batch_size].to(self.device)
-            m = masks[i:i + self.batch_size].to(self.device)
-            if self.tta:
-                views = [()] + [(d,) for d in range(2, x.ndim)]
-                pred = torch.stack([self.model(x.flip(v), m.flip(v)).float() for v in views]).mean(0)
-            else:
-                pred = self.model(x, m).float()
-            out.append(pred.cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.num_fg)
+        out = [fn(images[i:i + self.batch_size].to(self.device), masks[i:i + self.batch_size].to(self.device))
+               .float().cpu() for i in range(0, images.shape[0], self.batch_size)]
+        return torch.cat(out) if out else None
 
     @property
     def has_truth_map(self) -> bool:
@@ -150,14 +154,8 @@ class QualityScorer:
         """
         if not self.has_truth_map:
             raise ValueError("this quality predictor has no truth-map decoder (trained with truth_map_weight 0)")
-        images = self.prepare_image(case)
-        masks = self.prepare_mask(mask, case)
-        probs = []
-        for i in range(0, images.shape[0], self.batch_size):
-            x = images[i:i + self.batch_size].to(self.device)
-            m = masks[i:i + self.batch_size].to(self.device)
-            probs.append(torch.sigmoid(self.model(x, m, return_truth=True)[1]).float().cpu())
-        prob = torch.cat(probs)  # (N, K, *size)
+        prob = self._batched(lambda x, m: torch.sigmoid(self.model(x, m, return_truth=True)[1]),
+                             self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
         slice_dims = case.spatial_dims != self.spatial_dims
         in_plane = case.spatial_shape if not slice_dims else tuple(
             n for a, n in enumerate(case.spatial_shape) if a != slice_axis(case))
