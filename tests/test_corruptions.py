@@ -15,6 +15,7 @@ from qgseg.quality.corruptions import (
     dice_per_class,
     list_corruptions,
     make_soft,
+    swap_indices,
     swap_with_other,
 )
 
@@ -248,6 +249,15 @@ def test_swap_with_other() -> None:
     # most similar area: pairs of equal-area masks pick each other's twin
     areas = m.sum((1, 2, 3))
     assert torch.allclose(areas[idx], areas)
+
+
+def test_swap_indices_respects_groups() -> None:
+    m = torch.cat([masks_2d(), masks_2d()])  # rows 0-1 and 2-3: the same two images twice
+    groups = torch.tensor([0, 1, 0, 1])
+    idx = swap_indices(m, m, gen(0), query_groups=groups, pool_groups=groups)
+    assert (groups[idx] != groups).all()
+    lonely = swap_indices(m[:2], m[:2], gen(0), query_groups=torch.zeros(2), pool_groups=torch.zeros(2))
+    assert lonely.tolist() == [-1, -1]
 
 
 def test_lesion_scale_masks() -> None:

@@ -112,6 +112,27 @@ def test_sample_k_and_fixed_masks() -> None:
     assert not torch.equal(a.masks, s.fixed_masks(m, seed=124, k=3).masks)
 
 
+def test_swap_never_takes_a_copy_of_the_same_image() -> None:
+    """sample_k repeats each truth k times; a swap must take another IMAGE's mask, not a copy."""
+    only_swap = SamplerConfig(identity=0, single=0, chained=0, swap=1, heavy=0, catastrophic=0, blob=0,
+                              soft_fraction=0.0)
+    s = VariableQualitySampler(only_swap, 2, 1)
+    m = random_discs(6, seed=3)
+    m[m.sum((1, 2, 3)) == 0] = random_discs(1, seed=11)  # no empty truths: every swap must differ
+    sk = s.sample_k(m, gen(0), 4)
+    src = torch.tensor([int(n.split(":")[1]) for n in sk.names])
+    assert (src // 4 != sk.index).all(), "a swap picked a row of its own image"
+    assert torch.equal(sk.masks, m.repeat_interleave(4, 0)[src])
+    assert (sk.dice < 1).all()
+    # training batches drawn with replacement: rows 0 and 1 show the same image
+    batch = torch.cat([m[:1], m[:1], m[1:3]])
+    sb = s.sample(batch, gen(1), groups=torch.tensor([7, 7, 8, 9]))
+    assert sb.names[0] != "swap:1" and sb.names[1] != "swap:0"
+    # one image only: nothing to swap with, the mask is mirrored (never silently identical)
+    one = s.sample_k(m[:1], gen(2), 3)
+    assert one.names == ["swap:mirror"] * 3 and torch.equal(one.masks, m[:1].flip(-1).repeat(3, 1, 1, 1))
+
+
 def test_weak_category_used_when_given() -> None:
     cfg = SamplerConfig(weak=0.5, soft_fraction=0.5)
     s = VariableQualitySampler(cfg, 2, 1)

@@ -1228,17 +1228,28 @@ def chain(masks: Tensor, gen: torch.Generator, names: Sequence[str] | None = Non
     return (out, list(names)) if return_names else out
 
 
-def swap_indices(query: Tensor, pool: Tensor, gen: torch.Generator, exclude: Tensor | None = None) -> Tensor:
+def swap_indices(query: Tensor, pool: Tensor, gen: torch.Generator, exclude: Tensor | None = None,
+                 query_groups: Tensor | None = None, pool_groups: Tensor | None = None) -> Tensor:
     """For each query mask, the index of the pool mask with the most similar per-class
-    foreground areas (log-area distance, tiny random tie-break); ``exclude[i]`` is forbidden."""
+    foreground areas (log-area distance, tiny random tie-break).
+
+    ``exclude[i]`` is a pool index forbidden for query ``i``; with ``query_groups`` and
+    ``pool_groups`` (integer ids, e.g. the source image of each row) a pool mask of the query's
+    own group is forbidden too: a copy of the same image's truth would make the "swap" a no-op.
+    Queries without any allowed partner get ``-1``.
+    """
     dims = tuple(range(2, query.dim()))
     qa = torch.log1p(query.float().sum(dims))
     pa = torch.log1p(pool.float().sum(dims))
     dist = (qa[:, None] - pa[None]).abs().sum(-1)  # (Bq, Bp)
     dist = dist + 1e-3 * _rand(gen, dist.shape, dist.device)
     if exclude is not None:
-        dist = dist.scatter(1, exclude[:, None].long(), math.inf)
-    return dist.argmin(1)
+        dist = dist.scatter(1, exclude[:, None].long().to(dist.device), math.inf)
+    if query_groups is not None and pool_groups is not None:
+        same = query_groups.to(dist.device)[:, None] == pool_groups.to(dist.device)[None]
+        dist = dist.masked_fill(same, math.inf)
+    best, idx = dist.min(1)
+    return torch.where(torch.isfinite(best), idx, torch.full_like(idx, -1))
 
 
 def swap_with_other(masks: Tensor, gen: torch.Generator, pool: Tensor | None = None,

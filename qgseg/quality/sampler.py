@@ -138,11 +138,15 @@ class VariableQualitySampler:
         return torch.randint(k, (n,), generator=gen, device=gen.device).tolist() if n else []
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, masks: Tensor, gen: torch.Generator, weak: Tensor | None = None) -> SampleBatch:
+    def sample(self, masks: Tensor, gen: torch.Generator, weak: Tensor | None = None,
+               groups: Tensor | None = None) -> SampleBatch:
         """Corrupt each mask of ``masks`` (B, K, *spatial) according to a random category.
 
         ``weak`` (B, S, K, *spatial): S candidate predictions of weak networks per sample; the
         "weak" category picks one of them. Without it, its probability is redistributed.
+        ``groups`` (B,): the source image of each row, when a batch holds several rows of one
+        image (``sample_k``, batches drawn with replacement). A swap never takes its mask from
+        a row of the same image; when no other image is in the batch it mirrors the mask.
         """
         self._check(masks)
         truth = masks.float()
@@ -187,18 +191,16 @@ class VariableQualitySampler:
             for r, s in zip(rows, seqs):
                 names[r] = "+".join(n for n in s if n != "none")
 
-        # swap: most similar-area mask of another sample in the batch
+        # swap: most similar-area mask of another image in the batch (mirrored mask if there is none)
         rows = rows_of("swap")
         if rows:
             idx_rows = torch.tensor(rows, device=dev)
-            if b > 1:
-                src = swap_indices(truth[idx_rows], truth, gen, exclude=idx_rows)
-                out[idx_rows] = truth[src]
-                for r, j in zip(rows, src.tolist()):
-                    names[r] = f"swap:{j}"
-            else:
-                out[idx_rows] = truth[idx_rows].flip(-1)
-                names[rows[0]] = "swap:mirror"
+            group = torch.arange(b, device=dev) if groups is None else torch.as_tensor(groups, device=dev)
+            src = swap_indices(truth[idx_rows], truth, gen, exclude=idx_rows, query_groups=group[idx_rows],
+                               pool_groups=group)
+            for r, j in zip(rows, src.tolist()):
+                out[r] = truth[j] if j >= 0 else truth[r].flip(-1)
+                names[r] = f"swap:{j}" if j >= 0 else "swap:mirror"
 
         # weak network predictions
         rows = rows_of("weak")
@@ -223,18 +225,23 @@ class VariableQualitySampler:
         out = torch.nan_to_num(out, nan=0.0).clamp_(0, 1)
         return SampleBatch(out, dice_per_class(out, truth), cats, names, torch.arange(b, device=dev))
 
-    def sample_k(self, masks: Tensor, gen: torch.Generator, k: int, weak: Tensor | None = None) -> SampleBatch:
-        """``k`` corrupted masks per image: output (B*k, ...); rows ``i*k .. i*k+k-1`` come from image ``i``."""
+    def sample_k(self, masks: Tensor, gen: torch.Generator, k: int, weak: Tensor | None = None,
+                 groups: Tensor | None = None) -> SampleBatch:
+        """``k`` corrupted masks per image: output (B*k, ...); rows ``i*k .. i*k+k-1`` come from image ``i``.
+
+        ``groups`` (B,): source image ids when ``masks`` itself repeats images (see :meth:`sample`).
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         rep = masks.repeat_interleave(k, 0)
         wrep = weak.repeat_interleave(k, 0) if weak is not None else None
-        sb = self.sample(rep, gen, wrep)
+        base = torch.arange(masks.shape[0], device=masks.device) if groups is None else torch.as_tensor(groups)
+        sb = self.sample(rep, gen, wrep, groups=base.to(masks.device).repeat_interleave(k))
         sb.index = torch.arange(masks.shape[0], device=masks.device).repeat_interleave(k)
         return sb
 
     def balanced_sample(self, masks: Tensor, gen: torch.Generator, bins: int | None = None, oversample: int = 3,
-                        weak: Tensor | None = None) -> SampleBatch:
+                        weak: Tensor | None = None, groups: Tensor | None = None) -> SampleBatch:
         """Flatten the distribution of mean target Dice over ``bins`` equal-width bins.
 
         Draws ``oversample`` candidates per image (``oversample * B`` in all) and keeps one per
@@ -244,7 +251,7 @@ class VariableQualitySampler:
         """
         bins = int(bins or self.config.balance_bins or 10)
         b = masks.shape[0]
-        cand = self.sample_k(masks, gen, oversample, weak)
+        cand = self.sample_k(masks, gen, oversample, weak, groups=groups)
         mean_d = cand.dice.mean(1)
         bin_id = (mean_d * bins).long().clamp(0, bins - 1)
         counts = torch.bincount(bin_id, minlength=bins).float()

@@ -203,9 +203,9 @@ class QualityTrainer(BaseTrainer):
         truth = truth.to(self.device)
         weak = weak.to(self.device) if weak is not None else None
         if q.balance_bins:
-            batch = self.sampler.balanced_sample(truth, self.gen, weak=weak)
-        else:
-            batch = self.sampler.sample(truth, self.gen, weak=weak)
+            batch = self.sampler.balanced_sample(truth, self.gen, weak=weak, groups=idx)
+        else:  # groups: the batch is drawn with replacement, so a swap must not pick the same image
+            batch = self.sampler.sample(truth, self.gen, weak=weak, groups=idx)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._prev_gen_s = time.perf_counter() - t0
