@@ -91,6 +91,9 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
     assert {"val/mae", "val/spearman"} <= set(fit.history[-1])
     # weak predictions are part of the fixed validation set: 4 val x 2 fixed + 4 val x 2 snapshots
     assert len(trainer.val_masks) == 16
+    assert trainer.val_is_weak.tolist() == [False] * 8 + [True] * 8
+    last = fit.history[-1]  # the overall MAE is the row-weighted mean of its two parts
+    assert last["val/mae"] == pytest.approx((last["val/mae_synthetic"] + last["val/mae_weak"]) / 2, abs=1e-5)
     with open(run_dir / "logs" / "csv" / "metrics.csv") as fh:
         header = next(csv.reader(fh))
     assert "train/generation_fraction" in header

@@ -150,6 +150,10 @@ class QualityTrainer(BaseTrainer):
                 masks.append(hard)
                 dice.append(dice_per_class(hard, v_truth))
         self.val_images = v_images
+        # which rows are weak-network masks: validation MAE is also logged per part, because the
+        # test report keeps them apart (synthetic vs real networks) and they can move oppositely
+        self.val_is_weak = torch.cat([torch.zeros(len(fixed), dtype=torch.bool)]
+                                     + [torch.ones(len(m), dtype=torch.bool) for m in masks[1:]])
         self.val_index = torch.cat(idx)
         self.val_masks = torch.cat(masks)
         self.val_dice = torch.cat(dice)
@@ -264,10 +268,14 @@ class QualityTrainer(BaseTrainer):
         raw = self._raw_model()
         if len(preds) > 1 and self.cfg.quality.readout == "auto":
             raw.readout = min(maes, key=lambda k: maes[k])
-        m = regression_metrics(preds[getattr(raw, "readout", "fused")].numpy(), self.val_dice.numpy())
+        chosen = preds[getattr(raw, "readout", "fused")].numpy()
+        m = regression_metrics(chosen, self.val_dice.numpy())
         out = {"val/mae": m["mae"], "val/rmse": m["rmse"], "val/pearson": m["pearson"], "val/spearman": m["spearman"]}
         if len(preds) > 1:
             out.update({f"val/mae_{k}": v for k, v in maes.items()})
+        if self.val_is_weak.any():
+            for part, rows in (("synthetic", ~self.val_is_weak), ("weak", self.val_is_weak)):
+                out[f"val/mae_{part}"] = regression_metrics(chosen[rows.numpy()], self.val_dice[rows].numpy())["mae"]
         return out
 
 
