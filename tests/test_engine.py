@@ -65,6 +65,9 @@ def test_early_stopping(data_dir, tmp_path):
     result = SegmentationTrainer(cfg, tmp_path / "es").fit()
     assert result.stopped_early
     assert result.iterations_done == 6  # best at 2, no improvement at 4 and 6 (lr=0)
+    resumed = SegmentationTrainer(cfg, tmp_path / "es").fit(resume=True)
+    assert resumed.stopped_early and resumed.iterations_done == 6, "a resumed early-stopped run trains no further"
+    assert load_checkpoint(tmp_path / "es" / "checkpoints" / "last.ckpt")["iteration"] == 6
 
 
 def test_checkpoint_is_atomic_and_safe(tmp_path):

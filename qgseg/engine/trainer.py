@@ -196,12 +196,17 @@ class BaseTrainer:
         elif resume:
             self.fabric.print(f"nothing to resume in {last_path.parent}; starting from scratch")
 
-        stopped_early = False
+        patience = self.cfg.train.early_stop_patience
+        # why: resuming a run that had stopped early must not train on past its stopping point
+        stopped_early = resume and start > 0 and patience is not None and bad >= patience
+        if stopped_early:
+            self.fabric.print(f"the run had stopped early at iteration {start}; nothing left to train")
         bar = tqdm(total=self.iterations, initial=start, desc=f"train {self.cfg.name}", dynamic_ncols=True,
                    disable=not (self.is_main and self.cfg.runtime.progress))
         it = start
         running: dict[str, float] = {}
-        for it in range(start + 1, self.iterations + 1):
+        last_it = start if stopped_early else self.iterations
+        for it in range(start + 1, last_it + 1):
             self.model.train()
             losses = self.training_step(it)
             self.optimizer.zero_grad(set_to_none=True)
@@ -239,7 +244,6 @@ class BaseTrainer:
                 if best is not None:
                     line += f"  (best {self.monitor}={best:.4f} @ {best_it})"
                 self._write(bar, line)
-                patience = self.cfg.train.early_stop_patience
                 if patience is not None and bad >= patience:
                     stopped_early = True
             if it % self.checkpoint_every == 0 or it == self.iterations or stopped_early:
