@@ -75,6 +75,7 @@ class TrainConfig:
     val_every: int = 200
     checkpoint_every: int | None = None  # default: val_every
     early_stop_patience: int | None = None  # in validations without improvement
+    early_stop_start: float = 0.0  # fraction of iterations before which no validation counts against the patience
     ema: float | None = None  # EMA decay of the weights used for validation, e.g. 0.99
     loss: str = "dice_ce"  # dice_ce | ce | dice
     seed: int = 0
@@ -117,6 +118,7 @@ class QualityConfig:
     loss: str = "smoothl1"  # smoothl1 | mse
     val_every_epochs: int = 1
     early_stop_patience: int | None = None
+    early_stop_start: float = 0.5  # early validations (high learning rate) are noisy; only the second half counts
     probabilities: dict[str, float] | None = None  # sampler category probabilities
     soft_fraction: float = 0.15
     balance_bins: int | None = None
@@ -307,6 +309,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.val_every must be >= 1")
     if len(cfg.data.image_size) not in (2, 3):
         raise ConfigError(f"data.image_size must have 2 or 3 entries, got {cfg.data.image_size}")
+    for key, start in (("train", cfg.train.early_stop_start), ("quality", cfg.quality.early_stop_start)):
+        if not 0.0 <= start < 1.0:
+            raise ConfigError(f"{key}.early_stop_start must be in [0, 1), got {start}")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
 

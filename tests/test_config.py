@@ -61,3 +61,15 @@ def test_agreement_readout_needs_the_truth_map_decoder():
         load_config("quality_demo", ["quality.readout=agreement", "quality.truth_map_weight=0"])
     with pytest.raises(ConfigError, match="quality.readout"):
         load_config("quality_demo", ["quality.readout=best"])
+
+
+def test_early_stop_start_is_a_fraction():
+    from qgseg.config import ConfigError, load_config
+    from qgseg.quality.training import quality_run_config
+
+    cfg = load_config("quality_ph2", ["quality.early_stop_start=0.25"])
+    assert quality_run_config(cfg).train.early_stop_start == 0.25
+    with pytest.raises(ConfigError, match="quality.early_stop_start"):
+        load_config("quality_ph2", ["quality.early_stop_start=1.0"])
+    with pytest.raises(ConfigError, match="train.early_stop_start"):
+        load_config(None, ["train.early_stop_start=-0.1"])

@@ -68,6 +68,10 @@ def test_early_stopping(data_dir, tmp_path):
     resumed = SegmentationTrainer(cfg, tmp_path / "es").fit(resume=True)
     assert resumed.stopped_early and resumed.iterations_done == 6, "a resumed early-stopped run trains no further"
     assert load_checkpoint(tmp_path / "es" / "checkpoints" / "last.ckpt")["iteration"] == 6
+    # validations in the first half never count against the patience: no stop before it 20 + 2 * 2
+    late = tiny_config(data_dir, tmp_path, train__iterations=40, train__val_every=2, train__lr=0.0,
+                       train__early_stop_patience=2, train__early_stop_start=0.5)
+    assert SegmentationTrainer(late, tmp_path / "es_late").fit().iterations_done == 24
 
 
 def test_checkpoint_is_atomic_and_safe(tmp_path):

@@ -238,8 +238,8 @@ class BaseTrainer:
                     best_state = {"model": self.eval_model.state_dict(), "iteration": it, "best_metric": best,
                                   "config": to_dict(self.cfg), "meta": self.checkpoint_meta()}
                     self._save("best.ckpt", best_state)
-                else:
-                    bad += 1
+                elif it > self.cfg.train.early_stop_start * self.iterations:
+                    bad += 1  # why: with a decaying schedule the early, high-LR validations are noise
                 line = f"[{it}/{self.iterations}] " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
                 if best is not None:
                     line += f"  (best {self.monitor}={best:.4f} @ {best_it})"

@@ -82,6 +82,7 @@ def quality_run_config(cfg: RunConfig) -> RunConfig:
     t = out.train
     t.optimizer, t.schedule, t.lr, t.weight_decay = "adamw", "cosine", q.lr, q.weight_decay
     t.batch_size, t.early_stop_patience, t.ema, t.warmup = q.batch_size, q.early_stop_patience, None, 0
+    t.early_stop_start = q.early_stop_start
     t.checkpoint_every = None
     return out
 
