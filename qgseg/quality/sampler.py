@@ -198,8 +198,10 @@ class VariableQualitySampler:
             group = torch.arange(b, device=dev) if groups is None else torch.as_tensor(groups, device=dev)
             src = swap_indices(truth[idx_rows], truth, gen, exclude=idx_rows, query_groups=group[idx_rows],
                                pool_groups=group)
+            found = src >= 0
+            out[idx_rows[found]] = truth[src[found]]
+            out[idx_rows[~found]] = truth[idx_rows[~found]].flip(-1)
             for r, j in zip(rows, src.tolist()):
-                out[r] = truth[j] if j >= 0 else truth[r].flip(-1)
                 names[r] = f"swap:{j}" if j >= 0 else "swap:mirror"
 
         # weak network predictions
