@@ -129,6 +129,9 @@ class QualityConfig:
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
     truth_map_weight: float = 1.0  # >0: add the truth-map decoder, trained with this weight on a dense loss; 0: plain ResNet
+    roi_size: list[int] | None = None  # network input = mask-centred crop of this size (None: the whole image_size input)
+    roi_margin: float = 0.5  # context on each side of that crop, as a fraction of the mask extent
+    roi_min_fraction: float = 0.25  # smallest crop side, as a fraction of the image side
     readout: str = "auto"  # decoder models: "agreement" (mask vs decoded truth), "fused" (regression head), "auto" (lower val MAE)
     eval_masks_per_image: int = 5
     eval_seed: int = 1234
@@ -312,6 +315,15 @@ def validate(cfg: RunConfig) -> None:
     for key, start in (("train", cfg.train.early_stop_start), ("quality", cfg.quality.early_stop_start)):
         if not 0.0 <= start < 1.0:
             raise ConfigError(f"{key}.early_stop_start must be in [0, 1), got {start}")
+    q = cfg.quality
+    if q.roi_size is not None:
+        size = q.image_size or cfg.data.image_size
+        if len(q.roi_size) != len(size) or min(q.roi_size) < 1:
+            raise ConfigError(f"quality.roi_size must be {len(size)} positive sizes (like the predictor input "
+                              f"{list(size)}), got {q.roi_size}")
+        if q.roi_margin < 0 or not 0.0 < q.roi_min_fraction <= 1.0:
+            raise ConfigError(f"quality.roi_margin must be >= 0 and quality.roi_min_fraction in (0, 1], "
+                              f"got {q.roi_margin} and {q.roi_min_fraction}")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
 

@@ -188,3 +188,20 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
     tta = load_quality_predictor(fit.best_path, tta=True).predict(images, masks)
     torch.testing.assert_close(tta, (plain + flipped[0] + flipped[1]) / 3, rtol=1e-5, atol=1e-6)
 
+
+
+def test_mask_centred_crop_training_and_scoring(tiny):
+    """quality.roi_size: the predictor trains on mask-centred crops (dense loss in the crop frame),
+    the checkpoint keeps the crop settings, and the estimated truth comes back at the case's shape."""
+    cfg = tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_roi", epochs=1, truth_map_weight=1.0,
+                   roi_size=[16, 16], roi_margin=0.25)
+    trainer = QualityTrainer(cfg, tiny["root"] / "roi", data=tiny["data"])
+    fit = trainer.fit()
+    scorer = load_quality_predictor(fit.best_path)
+    assert scorer.model.roi_size == [16, 16] and scorer.model.roi_margin == 0.25
+    case = tiny["data"].dataset.load(tiny["data"].test[0])
+    pred = scorer.score(case, case.label)
+    assert pred.shape == (1,) and 0 <= pred[0] <= 1
+    assert scorer.estimated_truth(case, case.label).shape == case.label.shape
+    with pytest.raises(Exception, match="roi_size"):
+        tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_bad", roi_size=[16])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from monai.networks.nets import ResNet
 
 from .corruptions import dice_per_class  # the training target's Dice: both conventions must agree
+from .roi import mask_roi_theta, roi_crop, roi_uncrop
 
 __all__ = [
     "QualityPredictor",
@@ -177,6 +178,12 @@ class QualityPredictor(nn.Module):
             input mask and the decoder's thresholded truth map (:func:`agreement_dice`), skipping
             the globally pooled head. Which one generalises better depends on the data, so
             training (``quality.readout: auto``) picks it on validation MAE.
+        roi_size: when set, the network sees a mask-centred crop resampled to this size instead
+            of the whole input (see :mod:`qgseg.quality.roi`): small structures get more pixels.
+            Inputs may then be of any size; truth logits are in the crop frame
+            (:meth:`input_view` / :meth:`source_view` convert).
+        roi_margin, roi_min_fraction: context around the mask and the smallest box side, as
+            fractions of the mask extent and of the image side.
     """
 
     def __init__(
@@ -195,6 +202,9 @@ class QualityPredictor(nn.Module):
         truth_decoder: bool = False,
         decoder_channels: int = 64,
         readout: str = "fused",
+        roi_size: Sequence[int] | None = None,
+        roi_margin: float = 0.5,
+        roi_min_fraction: float = 0.25,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -224,6 +234,13 @@ class QualityPredictor(nn.Module):
         if readout == "agreement" and not truth_decoder:
             raise ValueError("readout='agreement' needs truth_decoder=True")
         self.readout = readout
+        if roi_size is not None and len(roi_size) != spatial_dims:
+            raise ValueError(f"roi_size needs {spatial_dims} sizes, got {roi_size}")
+        if roi_margin < 0 or not 0 < roi_min_fraction <= 1:
+            raise ValueError(f"need roi_margin >= 0 and 0 < roi_min_fraction <= 1, got {roi_margin}, {roi_min_fraction}")
+        self.roi_size = None if roi_size is None else [int(v) for v in roi_size]
+        self.roi_margin = float(roi_margin)
+        self.roi_min_fraction = float(roi_min_fraction)
 
         block, layers = RESNET_LAYOUTS[depth]
         planes = _block_inplanes(width)
@@ -321,9 +338,29 @@ class QualityPredictor(nn.Module):
     def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False):
         """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft.
 
-        ``return_truth=True`` (decoder models): ``(head Dice, truth_logits)`` for the training losses.
+        ``return_truth=True`` (decoder models): ``(head Dice, truth_logits)`` for the training
+        losses; the truth logits are in the network's input frame (see :meth:`input_view`).
         """
-        return self.forward_concat(self.concat_inputs(image, masks), return_truth=return_truth)
+        return self.forward_concat(self.input_view(self.concat_inputs(image, masks), masks), return_truth=return_truth)
+
+    # ---------------------------------------------------------------- region of interest
+    def roi_theta(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """Boxes of the mask-centred crops (``None`` without ``roi_size``)."""
+        if self.roi_size is None:
+            return None
+        return mask_roi_theta(masks, self.roi_margin, self.roi_min_fraction)
+
+    def input_view(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """``x`` (image, masks or truth, in the frame of ``masks``) as the network sees it: the
+        crop around ``masks`` with ``roi_size``, unchanged otherwise."""
+        theta = self.roi_theta(masks)
+        return x if theta is None else roi_crop(x, theta, self.roi_size)
+
+    def source_view(self, y: torch.Tensor, masks: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """Inverse of :meth:`input_view`: network-frame maps ``y`` back to the frame of ``masks``,
+        ``fill`` outside the crop."""
+        theta = self.roi_theta(masks)
+        return y if theta is None else roi_uncrop(y, theta, masks.shape[2:], fill)
 
     # ---------------------------------------------------------------- config round-trip
     def config(self) -> dict[str, Any]:
@@ -343,6 +380,9 @@ class QualityPredictor(nn.Module):
             "truth_decoder": self.truth_decoder,
             "decoder_channels": self.decoder_channels,
             "readout": self.readout,
+            "roi_size": self.roi_size,
+            "roi_margin": self.roi_margin,
+            "roi_min_fraction": self.roi_min_fraction,
         }
 
     @classmethod

@@ -154,8 +154,9 @@ class QualityScorer:
         """
         if not self.has_truth_map:
             raise ValueError("this quality predictor has no truth-map decoder (trained with truth_map_weight 0)")
-        prob = self._batched(lambda x, m: torch.sigmoid(self.model(x, m, return_truth=True)[1]),
-                             self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
+        prob = self._batched(  # back from the network's frame (mask-centred crop) to the prepared size
+            lambda x, m: self.model.source_view(torch.sigmoid(self.model(x, m, return_truth=True)[1]), m),
+            self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
         slice_dims = case.spatial_dims != self.spatial_dims
         in_plane = case.spatial_shape if not slice_dims else tuple(
             n for a, n in enumerate(case.spatial_shape) if a != slice_axis(case))

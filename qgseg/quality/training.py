@@ -172,10 +172,12 @@ class QualityTrainer(BaseTrainer):
     # ---------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
         q = self.cfg.quality
+        net_size = q.roi_size or self.size
         model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
-                                 width=q.width, no_max_pool=min(self.size) < 64,  # why: keep resolution on tiny inputs
+                                 width=q.width, no_max_pool=min(net_size) < 64,  # why: keep resolution on tiny inputs
                                  truth_decoder=q.truth_map_weight > 0,
-                                 readout=q.readout if q.truth_map_weight > 0 and q.readout != "auto" else "fused")
+                                 readout=q.readout if q.truth_map_weight > 0 and q.readout != "auto" else "fused",
+                                 roi_size=q.roi_size, roi_margin=q.roi_margin, roi_min_fraction=q.roi_min_fraction)
         if q.pretrained:
             load_pretrained_backbone(model, q.pretrained)
         return model
@@ -229,7 +231,8 @@ class QualityTrainer(BaseTrainer):
             loss = F.smooth_l1_loss(pred[valid], target[valid], beta=0.1)
         out = {"mae": (pred.detach() - target).abs()[valid].mean(), "target_dice": target[valid].mean()}
         if truth_logits is not None:
-            dense = self.truth_map_loss(truth_logits, truth)
+            # the decoder works in the network's frame (the mask-centred crop with quality.roi_size)
+            dense = self.truth_map_loss(truth_logits, self._raw_model().input_view(truth, batch.masks))
             out["truth_map_loss"] = dense.detach()
             loss = loss + q.truth_map_weight * dense
         out["loss"] = loss
@@ -255,7 +258,8 @@ class QualityTrainer(BaseTrainer):
             m = self.val_masks[sl].to(self.device)
             if decoder:
                 fused, truth_logits = model(x, m, return_truth=True)
-                out["agreement"].append(agreement_dice(m.to(truth_logits.dtype), truth_logits).float().cpu())
+                m_net = self._raw_model().input_view(m.to(truth_logits.dtype), m)  # the decoder's frame
+                out["agreement"].append(agreement_dice(m_net, truth_logits).float().cpu())
             else:
                 fused = model(x, m)
             out["fused"].append(fused.float().cpu())
