@@ -109,7 +109,7 @@ class QualityConfig:
 
     depth: int = 18
     width: list[int] | None = None  # ResNet block widths; None = standard (64,128,256,512)
-    image_size: list[int] | None = None  # predictor input size; default data.image_size
+    image_size: list[int] | None = None  # images/masks prepared (and Dice measured) at this size; default data.image_size
     masks_per_image: int = 10
     epochs: int = 10
     batch_size: int = 32
