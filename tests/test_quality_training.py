@@ -129,6 +129,15 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
     # fixed seed -> identical synthetic metrics on a rerun
     rep2 = evaluate_quality(scorer, test_cases, root / "eval2", seed=7, k=2)
     assert rep2["synthetic"]["all"]["mae"] == pytest.approx(rep["synthetic"]["all"]["mae"])
+    assert "by_group" not in rep2["synthetic"]  # the demo cases have no groups
+    # cases with groups (video sequences, patients): the synthetic masks are also reported per group
+    for n, case in enumerate(test_cases):
+        case.group = "seq_a" if n < 3 else "seq_b"
+    rep3 = evaluate_quality(scorer, test_cases, root / "eval3", seed=7, k=2)
+    by_group = rep3["synthetic"]["by_group"]
+    assert set(by_group) == {"seq_a", "seq_b"}
+    assert (by_group["seq_a"]["n"], by_group["seq_b"]["n"]) == (6, 2)  # 3 and 1 cases x k=2 masks
+    assert "MAE by group" in (root / "eval3" / "quality_eval.md").read_text()
 
 
 def test_train_quality_predictor_end_to_end(tiny, capsys):

@@ -36,15 +36,23 @@ PH2_FIXED_NAME = "quality-test-masks.npz"
 
 
 # --------------------------------------------------------------------------- data helpers
-def _tensors(scorer: QualityScorer, cases: Sequence[Case]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prepared images and truth masks at the predictor size, via the scorer's own preprocessing."""
-    images, truths = [], []
-    for case in cases:
+def _tensors(scorer: QualityScorer, cases: Sequence[Case]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prepared images and truth masks at the predictor size, via the scorer's own preprocessing,
+    and the case each row comes from (volumes scored by a 2D predictor give one row per slice)."""
+    images, truths, owner = [], [], []
+    for n, case in enumerate(cases):
         if case.label is None:
             raise ValueError(f"{case.case_id}: evaluation needs labeled cases")
         images.append(scorer.prepare_image(case))
         truths.append(scorer.prepare_mask(case.label, case))
-    return torch.cat(images), torch.cat(truths)
+        owner += [n] * images[-1].shape[0]
+    return torch.cat(images), torch.cat(truths), torch.tensor(owner)
+
+
+def _by_key(pred: np.ndarray, true: np.ndarray, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """:func:`regression_metrics` of the rows sharing each key (category, sequence, patient ...)."""
+    keys = np.asarray(keys)
+    return {k: regression_metrics(pred[keys == k], true[keys == k]) for k in sorted(set(keys.tolist()))}
 
 
 def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:
@@ -214,17 +222,18 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     report: dict[str, Any] = {"cases": len(cases), "seed": seed, "masks_per_image": k, "classes": classes}
 
     # (a) synthetic fixed-seed masks
-    images, truth = _tensors(scorer, cases)
+    images, truth, owner = _tensors(scorer, cases)
     sampler = _eval_sampler(scorer)
     fixed = sampler.fixed_masks(truth, seed, k)
     img_rows = images[fixed.index]
     pred = scorer.predict(img_rows, fixed.masks)
     true = fixed.dice.cpu()
     report["synthetic"] = _section(pred.numpy(), true.numpy(), classes, out_dir, "synthetic", fixed.category, tables)
-    report["synthetic"]["by_category"] = {
-        c: regression_metrics(pred.numpy()[[i for i, cc in enumerate(fixed.category) if cc == c]],
-                              true.numpy()[[i for i, cc in enumerate(fixed.category) if cc == c]])
-        for c in sorted(set(fixed.category))}
+    report["synthetic"]["by_category"] = _by_key(pred.numpy(), true.numpy(), fixed.category)
+    # why: held-out sequences/patients differ in difficulty, and one bad group can dominate the mean
+    groups = [cases[int(i)].group for i in owner[fixed.index.cpu()]]
+    if all(g is not None for g in groups) and len(set(groups)) > 1:
+        report["synthetic"]["by_group"] = _by_key(pred.numpy(), true.numpy(), groups)
 
     # (c) shortcut tests: the prediction should move when the image stops matching the mask
     black = scorer.predict(torch.zeros_like(img_rows), fixed.masks)
@@ -239,7 +248,7 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
                             "valid": n_img > 1},
     }
     if train_cases:
-        _, t_truth = _tensors(scorer, train_cases)
+        _, t_truth, _ = _tensors(scorer, train_cases)
         t_fixed = sampler.fixed_masks(t_truth, seed + 1, max(k, 4))
         baseline = MaskOnlyBaseline().fit(t_fixed.masks, t_fixed.dice)
         b_pred = baseline.predict(fixed.masks)
@@ -290,5 +299,11 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["## Synthetic MAE by sampler category", "", "| category | n | MAE | Spearman |", "|---|---|---|---|"]
         for c, m in report["synthetic"]["by_category"].items():
             lines.append(f"| {c} | {m['n']} | {m['mae']:.3f} | {m['spearman']:.3f} |")
+        lines.append("")
+    if "by_group" in report["synthetic"]:
+        lines += ["## Synthetic MAE by group (sequence / patient)", "", "| group | n | MAE | Spearman |",
+                  "|---|---|---|---|"]
+        for g, m in report["synthetic"]["by_group"].items():
+            lines.append(f"| {g} | {m['n']} | {m['mae']:.3f} | {m['spearman']:.3f} |")
         lines.append("")
     return "\n".join(lines)
