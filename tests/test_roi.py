@@ -95,3 +95,14 @@ def test_predictor_with_roi_sees_the_crop_and_stays_differentiable():
     assert rebuilt.roi_size == [32, 32] and rebuilt.roi_margin == model.roi_margin
     with pytest.raises(ValueError, match="roi_size"):
         QualityPredictor(2, 1, 1, roi_size=[32])
+
+
+def test_predictor_with_roi_in_3d():
+    model = QualityPredictor(3, 1, 2, depth=10, width=4, truth_decoder=True, roi_size=[8, 16, 16], no_max_pool=True)
+    model.eval()
+    masks = torch.zeros(2, 2, 16, 32, 32)
+    masks[0, 0, 4:9, 10:20, 12:18] = 1
+    masks[1, 1, 2:4, 2:6, 2:6] = 1
+    dice, truth_logits = model(torch.randn(2, 1, 16, 32, 32), masks, return_truth=True)
+    assert dice.shape == (2, 2) and truth_logits.shape == (2, 2, 8, 16, 16)
+    assert model.source_view(truth_logits, masks, fill=-20.0).shape == (2, 2, 16, 32, 32)
