@@ -308,7 +308,8 @@ class QualityPredictor(nn.Module):
         return self._forward_parts(x)[0]
 
     def forward_concat(self, x: torch.Tensor, return_truth: bool = False):
-        """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated ``(B, image_channels + K, *spatial)`` input.
+        """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated ``(B, image_channels + K, *spatial)`` input
+        already in the network's frame (no mask-centred crop is applied here; :meth:`forward` does it).
 
         ``return_truth=True`` (decoder models) returns the TRAINING outputs instead: the head's
         Dice (which the regression loss supervises) and the truth logits (the dense loss).
