@@ -218,3 +218,18 @@ def test_agreement_readout_is_dice_with_thresholded_truth_and_differentiable() -
     assert agreement_dice(empty, torch.full((1, 2, 32, 32), -5.0)).allclose(torch.ones(1, 2))
     with pytest.raises(ValueError, match="truth_decoder"):
         QualityPredictor(2, 1, 1, width=W, readout="agreement")
+
+
+def test_return_readouts_gives_every_readout_of_one_pass() -> None:
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 2, depth=10, width=8, truth_decoder=True).eval()
+    image, masks = torch.randn(3, 1, 32, 32), torch.rand(3, 2, 32, 32)
+    with torch.no_grad():
+        readouts = model(image, masks, return_readouts=True)
+        assert set(readouts) == {"fused", "agreement"}
+        for name in ("fused", "agreement"):
+            model.readout = name
+            torch.testing.assert_close(readouts[name], model(image, masks))
+    plain = QualityPredictor(2, 1, 2, depth=10, width=8).eval()
+    with torch.no_grad():
+        assert set(plain(image, masks, return_readouts=True)) == {"fused"}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from monai.networks.nets import ResNet
 
 from .corruptions import dice_per_class  # the training target's Dice: both conventions must agree
-from .roi import mask_roi_theta, roi_crop, roi_uncrop
+from .roi import check_roi_params, mask_roi_theta, roi_crop, roi_uncrop
 
 __all__ = [
     "QualityPredictor",
@@ -236,8 +236,7 @@ class QualityPredictor(nn.Module):
         self.readout = readout
         if roi_size is not None and len(roi_size) != spatial_dims:
             raise ValueError(f"roi_size needs {spatial_dims} sizes, got {roi_size}")
-        if roi_margin < 0 or not 0 < roi_min_fraction <= 1:
-            raise ValueError(f"need roi_margin >= 0 and 0 < roi_min_fraction <= 1, got {roi_margin}, {roi_min_fraction}")
+        check_roi_params(roi_margin, roi_min_fraction)
         self.roi_size = None if roi_size is None else [int(v) for v in roi_size]
         self.roi_margin = float(roi_margin)
         self.roi_min_fraction = float(roi_min_fraction)
@@ -307,21 +306,24 @@ class QualityPredictor(nn.Module):
         """Pre-sigmoid scores ``(B, K)`` of the regression head for a pre-concatenated input."""
         return self._forward_parts(x)[0]
 
-    def forward_concat(self, x: torch.Tensor, return_truth: bool = False):
+    def forward_concat(self, x: torch.Tensor, return_truth: bool = False, return_readouts: bool = False):
         """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated ``(B, image_channels + K, *spatial)`` input
         already in the network's frame (no mask-centred crop is applied here; :meth:`forward` does it).
 
         ``return_truth=True`` (decoder models) returns the TRAINING outputs instead: the head's
         Dice (which the regression loss supervises) and the truth logits (the dense loss).
+        ``return_readouts=True`` returns every readout of this one pass, ``{"fused": ..., "agreement": ...}``
+        (agreement only with the decoder), so validation can compare them without a second pass.
         """
         if return_truth and self.decoder is None:
             raise ValueError("return_truth needs a predictor built with truth_decoder=True")
         logits, truth_logits = self._forward_parts(x)
         if return_truth:
             return torch.sigmoid(logits), truth_logits
-        if self.readout == "agreement":
-            return agreement_dice(x[:, self.image_channels:], truth_logits)
-        return torch.sigmoid(logits)
+        readouts = {"fused": torch.sigmoid(logits)}
+        if truth_logits is not None:
+            readouts["agreement"] = agreement_dice(x[:, self.image_channels:], truth_logits)
+        return readouts if return_readouts else readouts[self.readout]
 
     def concat_inputs(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Concatenate image ``(B, Ci, *S)`` and masks ``(B, K, *S)`` along channels (dtype of image)."""
@@ -336,13 +338,16 @@ class QualityPredictor(nn.Module):
             raise ValueError(f"image {tuple(image.shape)} and masks {tuple(masks.shape)} disagree")
         return torch.cat([image, masks.to(image.dtype)], dim=1)
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False):
+    def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False,
+                return_readouts: bool = False):
         """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft.
 
         ``return_truth=True`` (decoder models): ``(head Dice, truth_logits)`` for the training
         losses; the truth logits are in the network's input frame (see :meth:`input_view`).
+        ``return_readouts=True``: ``{"fused": ..., "agreement": ...}`` from one pass.
         """
-        return self.forward_concat(self.input_view(self.concat_inputs(image, masks), masks), return_truth=return_truth)
+        x = self.input_view(self.concat_inputs(image, masks), masks)
+        return self.forward_concat(x, return_truth=return_truth, return_readouts=return_readouts)
 
     # ---------------------------------------------------------------- region of interest
     def roi_theta(self, masks: torch.Tensor) -> torch.Tensor | None:

@@ -22,7 +22,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mask_roi_theta", "roi_crop", "roi_uncrop"]
+__all__ = ["check_roi_params", "mask_roi_theta", "roi_crop", "roi_uncrop"]
+
+
+def check_roi_params(margin: float, min_fraction: float) -> None:
+    """Raise ``ValueError`` unless ``margin >= 0`` and ``0 < min_fraction <= 1``."""
+    if margin < 0 or not 0 < min_fraction <= 1:
+        raise ValueError(f"need margin >= 0 and 0 < min_fraction <= 1, got {margin}, {min_fraction}")
 
 
 def mask_roi_theta(masks: torch.Tensor, margin: float = 0.5, min_fraction: float = 0.25,
@@ -38,8 +44,7 @@ def mask_roi_theta(masks: torch.Tensor, margin: float = 0.5, min_fraction: float
     """
     if masks.ndim not in (4, 5):
         raise ValueError(f"masks must be (B, K, H, W) or (B, K, D, H, W), got {tuple(masks.shape)}")
-    if margin < 0 or not 0 < min_fraction <= 1:
-        raise ValueError(f"need margin >= 0 and 0 < min_fraction <= 1, got {margin}, {min_fraction}")
+    check_roi_params(margin, min_fraction)
     fg = masks.detach().amax(1) > threshold  # (B, *spatial)
     b, sd = fg.shape[0], fg.ndim - 1
     lo, hi = [], []

@@ -32,7 +32,7 @@ from ..data.run_data import RunData, prepare_run_data
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
 from .metrics import regression_metrics
-from .predictor import QualityPredictor, agreement_dice, labels_to_fg_onehot, load_pretrained_backbone
+from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
 from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import hard_fg
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
@@ -249,20 +249,14 @@ class QualityTrainer(BaseTrainer):
         """Predictions on the fixed validation masks (``images`` overrides the val images), per readout:
         ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise."""
         images = self.val_images if images is None else images
-        decoder = getattr(self._raw_model(), "decoder", None) is not None
-        out: dict[str, list[torch.Tensor]] = {"fused": [], "agreement": []} if decoder else {"fused": []}
+        out: dict[str, list[torch.Tensor]] = {}
         bs = max(1, self.cfg.quality.batch_size)
         for i in range(0, len(self.val_index), bs):
             sl = slice(i, i + bs)
             x = images[self.val_index[sl]].to(self.device)
             m = self.val_masks[sl].to(self.device)
-            if decoder:
-                fused, truth_logits = model(x, m, return_truth=True)
-                m_net = self._raw_model().input_view(m.to(truth_logits.dtype), m)  # the decoder's frame
-                out["agreement"].append(agreement_dice(m_net, truth_logits).float().cpu())
-            else:
-                fused = model(x, m)
-            out["fused"].append(fused.float().cpu())
+            for name, dice in model(x, m, return_readouts=True).items():  # every readout from one pass
+                out.setdefault(name, []).append(dice.float().cpu())
         return {k: torch.cat(v) for k, v in out.items()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
