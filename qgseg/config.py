@@ -104,6 +104,26 @@ class EvalConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Random augmentation of training batches (:mod:`qgseg.data.augment`). Each ``*_p`` is the
+    probability per sample; blur and colour are off by default so that older runs reproduce."""
+
+    flip_p: float = 0.5
+    rotate_deg: float = 20.0
+    scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    affine_p: float = 0.5
+    brightness: float = 0.1
+    contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    gamma: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    noise_std: float = 0.03
+    intensity_p: float = 0.5
+    blur_p: float = 0.0  # Gaussian blur (in-plane): defocus and motion blur of endoscopy/ultrasound frames
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5])  # pixels, drawn uniformly
+    color_p: float = 0.0  # per-channel gains (white balance / light colour) of multi-channel images
+    color_gain: float = 0.1  # gains drawn uniformly from [1 - color_gain, 1 + color_gain]
+
+
+@dataclass
 class QualityConfig:
     """Quality predictor (phase 1)."""
 
@@ -128,6 +148,7 @@ class QualityConfig:
     weak_probability: float = 0.15
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
     pretrained: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # of the training images (spatial + intensity)
     truth_map_weight: float = 1.0  # >0: add the truth-map decoder, trained with this weight on a dense loss; 0: plain ResNet
     roi_size: list[int] | None = None  # network input = mask-centred crop of this size (None: the whole image_size input)
     roi_margin: float = 0.5  # context on each side of that crop, as a fraction of the mask extent
@@ -324,8 +345,24 @@ def validate(cfg: RunConfig) -> None:
         if q.roi_margin < 0 or not 0.0 < q.roi_min_fraction <= 1.0:
             raise ConfigError(f"quality.roi_margin must be >= 0 and quality.roi_min_fraction in (0, 1], "
                               f"got {q.roi_margin} and {q.roi_min_fraction}")
+    _validate_augment(q.augment, "quality.augment")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
+
+
+def _validate_augment(a: AugmentConfig, key: str) -> None:
+    for name in ("flip_p", "affine_p", "intensity_p", "blur_p", "color_p"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            raise ConfigError(f"{key}.{name} is a probability, got {getattr(a, name)}")
+    for name in ("scale", "contrast", "gamma", "blur_sigma"):
+        lo_hi = getattr(a, name)
+        if len(lo_hi) != 2 or not 0.0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"{key}.{name} must be [low, high] with 0 < low <= high, got {lo_hi}")
+    for name in ("rotate_deg", "brightness", "noise_std"):
+        if getattr(a, name) < 0:
+            raise ConfigError(f"{key}.{name} must be >= 0, got {getattr(a, name)}")
+    if not 0.0 <= a.color_gain < 1.0:
+        raise ConfigError(f"{key}.color_gain must be in [0, 1), got {a.color_gain}")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

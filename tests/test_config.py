@@ -73,3 +73,15 @@ def test_early_stop_start_is_a_fraction():
         load_config("quality_ph2", ["quality.early_stop_start=1.0"])
     with pytest.raises(ConfigError, match="train.early_stop_start"):
         load_config(None, ["train.early_stop_start=-0.1"])
+
+
+def test_augment_settings_are_checked_and_named():
+    cfg = load_config("quality_colondb", ["quality.augment.blur_p=0.25", "quality.augment.blur_sigma=[0.5, 2.0]"])
+    assert cfg.quality.augment.blur_p == 0.25 and cfg.quality.augment.blur_sigma == [0.5, 2.0]
+    assert cfg.quality.augment.color_p == 0.0, "off by default"
+    for bad, key in (("quality.augment.blur_p=1.5", "quality.augment.blur_p"),
+                     ("quality.augment.blur_sigma=[2.0, 1.0]", "quality.augment.blur_sigma"),
+                     ("quality.augment.color_gain=1.0", "quality.augment.color_gain"),
+                     ("quality.augment.blurp=0.1", "blur_p")):
+        with pytest.raises(ConfigError, match=key):
+            load_config("quality_colondb", [bad])

@@ -7,24 +7,14 @@ exactly resumable: the generator state is part of the checkpoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..config import AugmentConfig
 
-@dataclass
-class AugmentConfig:
-    flip_p: float = 0.5
-    rotate_deg: float = 20.0
-    scale: tuple[float, float] = (0.85, 1.15)
-    affine_p: float = 0.5
-    brightness: float = 0.1
-    contrast: tuple[float, float] = (0.8, 1.2)
-    gamma: tuple[float, float] = (0.8, 1.25)
-    noise_std: float = 0.03
-    intensity_p: float = 0.5
+__all__ = ["AugmentConfig", "spatial_augment_many", "spatial_augment", "intensity_augment", "gaussian_blur"]
 
 
 _RESAMPLING = {"image": ("bilinear", "border"), "soft": ("bilinear", "zeros"), "hard": ("nearest", "zeros")}
@@ -83,7 +73,8 @@ def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torc
 
 def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()
                       ) -> torch.Tensor:
-    """Random brightness, contrast, gamma and Gaussian noise, each sample independently."""
+    """Random brightness, contrast, gamma and Gaussian noise, each sample independently; with
+    ``cfg.color_p``/``cfg.blur_p`` > 0 also per-channel colour gains and in-plane Gaussian blur."""
     b = images.shape[0]
     device, dtype = images.device, images.dtype
     apply = (torch.rand(b, generator=gen) < cfg.intensity_p).to(device)
@@ -91,6 +82,15 @@ def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentCo
     contrast = _uniform(b, *cfg.contrast, gen).to(device, dtype)
     gamma = _uniform(b, *cfg.gamma, gen).to(device, dtype)
     noise = torch.randn(images.shape, generator=gen).to(device, dtype) * cfg.noise_std
+    # why: the optional steps draw nothing when off, so runs made before they existed reproduce
+    if cfg.color_p > 0:
+        color_on = (torch.rand(b, generator=gen) < cfg.color_p).to(device)
+        gains = _uniform(b * images.shape[1], 1 - cfg.color_gain, 1 + cfg.color_gain, gen)
+        gains = gains.view(b, images.shape[1], *([1] * (images.ndim - 2))).to(device, dtype)
+        images = torch.where(_bcast(color_on, images), images * gains, images)
+    if cfg.blur_p > 0:
+        blur_on = (torch.rand(b, generator=gen) < cfg.blur_p).to(device)
+        sigma = _uniform(b, *cfg.blur_sigma, gen)
     dims = tuple(range(1, images.ndim))
     lo = images.amin(dim=dims, keepdim=True)
     hi = images.amax(dim=dims, keepdim=True)
@@ -98,8 +98,33 @@ def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentCo
     unit = ((images - lo) / span).clamp(0, 1) ** _bcast(gamma, images)
     out = (unit * span + lo)
     mean = out.mean(dim=dims, keepdim=True)
-    out = (out - mean) * _bcast(contrast, images) + mean + _bcast(shift, images) * span + noise * span
-    return torch.where(_bcast(apply, images), out, images)
+    out = (out - mean) * _bcast(contrast, images) + mean + _bcast(shift, images) * span
+    out = torch.where(_bcast(apply, images), out, images)
+    if cfg.blur_p > 0:  # before the noise: sensor noise is not blurred by the optics
+        out = torch.where(_bcast(blur_on, images), gaussian_blur(out, sigma), out)
+    return out + torch.where(_bcast(apply, images), noise * span, torch.zeros_like(noise))
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each sample of ``(B, C, *spatial)`` with its own ``sigma[b]`` (pixels) along the last
+    two axes (in-plane for 3D stacks), separably, with edge values repeated at the border."""
+    b, c = images.shape[:2]
+    sigma = sigma.float().clamp_min(1e-3)
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None] / sigma[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(images.device, images.dtype)
+    x = images.reshape(1, b * c, *images.shape[2:])
+    lead = images.ndim - 4  # 1 for 3D stacks: the through-plane axis is not blurred
+    conv = F.conv2d if images.ndim == 4 else F.conv3d
+    for axis in (-2, -1):
+        shape = [1] * (images.ndim - 2)
+        shape[axis] = 2 * radius + 1
+        weight = kernel.view(b * c, 1, *shape)
+        pad = [0, 0] * 2
+        pad[2 * (-1 - axis)] = pad[2 * (-1 - axis) + 1] = radius  # F.pad lists the last axis first
+        x = conv(F.pad(x, pad + [0, 0] * lead, mode="replicate"), weight, groups=b * c)
+    return x.reshape(images.shape)
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor, lead: int = 1) -> torch.Tensor:

@@ -202,9 +202,9 @@ class QualityTrainer(BaseTrainer):
         # sees more varied (image, mask) pairs than the few labeled images give.
         flat_weak = None if weak is None else weak.flatten(1, 2)  # (B, S*K, *size): one channel per map
         images, truth, flat_weak = spatial_augment_many([images, truth, flat_weak], ["image", "hard", "soft"],
-                                                        self.gen)
+                                                        self.gen, q.augment)
         weak = None if weak is None else flat_weak.view_as(weak)
-        images = intensity_augment(images, self.gen)
+        images = intensity_augment(images, self.gen, q.augment)
 
         t0 = time.perf_counter()
         truth = truth.to(self.device)
