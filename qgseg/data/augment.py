@@ -7,14 +7,14 @@ exactly resumable: the generator state is part of the checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
 
-__all__ = ["AugmentConfig", "spatial_augment_many", "spatial_augment", "intensity_augment", "gaussian_blur"]
+__all__ = ["AugmentConfig", "gaussian_blur", "intensity_augment", "spatial_augment", "spatial_augment_many"]
 
 
 _RESAMPLING = {"image": ("bilinear", "border"), "soft": ("bilinear", "zeros"), "hard": ("nearest", "zeros")}
@@ -25,11 +25,12 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor
 
 
 def spatial_augment_many(tensors: Sequence[torch.Tensor | None], kinds: Sequence[str], gen: torch.Generator,
-                         cfg: AugmentConfig = AugmentConfig()) -> list[torch.Tensor | None]:
+                         cfg: AugmentConfig | None = None) -> list[torch.Tensor | None]:
     """The same random flips and in-plane rotation/scaling applied to several (B, C, *spatial)
     tensors, each resampled by its kind: "image" (bilinear, border values extend the field of
     view), "soft" (bilinear, zero outside: probability maps) or "hard" (nearest, zero outside:
     masks, labels). ``None`` entries pass through."""
+    cfg = cfg or AugmentConfig()
     ref = next(t for t in tensors if t is not None)
     b, spatial = ref.shape[0], ref.ndim - 2
     out = list(tensors)
@@ -63,7 +64,7 @@ def spatial_augment_many(tensors: Sequence[torch.Tensor | None], kinds: Sequence
 
 
 def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torch.Generator,
-                    cfg: AugmentConfig = AugmentConfig()) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    cfg: AugmentConfig | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random flips and in-plane rotation/scaling of images (B, C, *S); integer labels (B, *S)
     follow with nearest sampling."""
     lab = None if labels is None else labels[:, None]
@@ -71,10 +72,11 @@ def spatial_augment(images: torch.Tensor, labels: torch.Tensor | None, gen: torc
     return images, (None if lab is None else lab[:, 0])
 
 
-def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()
+def intensity_augment(images: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig | None = None
                       ) -> torch.Tensor:
     """Random brightness, contrast, gamma and Gaussian noise, each sample independently; with
     ``cfg.color_p``/``cfg.blur_p`` > 0 also per-channel colour gains and in-plane Gaussian blur."""
+    cfg = cfg or AugmentConfig()
     b = images.shape[0]
     device, dtype = images.device, images.dtype
     apply = (torch.rand(b, generator=gen) < cfg.intensity_p).to(device)
@@ -110,7 +112,7 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     two axes (in-plane for 3D stacks), separably, with edge values repeated at the border."""
     b, c = images.shape[:2]
     sigma = sigma.float().clamp_min(1e-3)
-    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    radius = max(1, math.ceil(3 * float(sigma.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets[None] / sigma[:, None]) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(images.device, images.dtype)
