@@ -112,3 +112,31 @@ def test_plots_write_pngs(tmp_path) -> None:
     for p in (p1, p2, p3):
         assert p.is_file() and p.stat().st_size > 1000
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_structure_size_keys_bin_each_class_of_each_mask():
+    import torch
+
+    from qgseg.quality.evaluation import structure_size_keys
+
+    truth = torch.zeros(3, 2, 100, 100)
+    truth[0, 0, :50] = 1  # 50 %
+    truth[1, 0, :1, :10] = 1  # 0.1 %
+    truth[1, 1, :10, :10] = 1  # 1 %
+    truth[2, 1, :30, :30] = 1  # 9 %
+    truth[2, 0, :1, :50] = 1  # exactly 0.5 %: the lower edge of the next bin
+    assert structure_size_keys(truth).tolist() == [[">=10%", "absent"], ["<0.5%", "0.5-2%"], ["0.5-2%", "2-10%"]]
+
+
+def test_by_key_takes_row_or_entry_keys_and_an_order():
+    import numpy as np
+
+    from qgseg.quality.evaluation import _by_key
+
+    pred = np.array([[0.1, 0.9], [0.5, 0.5], [0.2, 0.4]])
+    true = np.array([[0.2, 0.9], [0.5, 0.3], [0.2, 0.4]])
+    rows = _by_key(pred, true, ["b", "a", "b"])
+    assert list(rows) == ["a", "b"] and rows["a"]["n"] == 2 and rows["b"]["n"] == 4
+    entries = _by_key(pred, true, np.array([["x", "y"], ["y", "x"], ["x", "x"]]), order=["y", "z", "x"])
+    assert list(entries) == ["y", "x"]  # absent keys are skipped, the given order is kept
+    assert entries["y"]["mae"] == np.mean([0.0, 0.0]) and entries["x"]["n"] == 4

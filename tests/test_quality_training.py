@@ -138,6 +138,11 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
     assert set(by_group) == {"seq_a", "seq_b"}
     assert (by_group["seq_a"]["n"], by_group["seq_b"]["n"]) == (6, 2)  # 3 and 1 cases x k=2 masks
     assert "MAE by group" in (root / "eval3" / "quality_eval.md").read_text()
+    # and per true structure size: every (mask, class) entry lands in exactly one size bin
+    by_size = rep3["synthetic"]["by_structure_size"]
+    assert sum(m["n"] for m in by_size.values()) == rep3["synthetic"]["all"]["n"]
+    assert set(by_size) <= {"absent", "<0.5%", "0.5-2%", "2-10%", ">=10%"}
+    assert "by true structure size" in (root / "eval3" / "quality_eval.md").read_text()
 
 
 def test_train_quality_predictor_end_to_end(tiny, capsys):

@@ -29,7 +29,7 @@ from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
-__all__ = ["evaluate_quality", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed", "find_ph2_fixed",
+__all__ = ["evaluate_quality", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed", "find_ph2_fixed",
            "real_network_pairs"]
 
 PH2_FIXED_NAME = "quality-test-masks.npz"
@@ -49,10 +49,35 @@ def _tensors(scorer: QualityScorer, cases: Sequence[Case]) -> tuple[torch.Tensor
     return torch.cat(images), torch.cat(truths), torch.tensor(owner)
 
 
-def _by_key(pred: np.ndarray, true: np.ndarray, keys: Sequence[str]) -> dict[str, dict[str, float]]:
-    """:func:`regression_metrics` of the rows sharing each key (category, sequence, patient ...)."""
+def _by_key(pred: np.ndarray, true: np.ndarray, keys: Sequence[str] | np.ndarray,
+            order: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """:func:`regression_metrics` of the entries sharing each key (category, sequence, patient ...).
+
+    ``keys`` has one entry per row of ``pred``, or per entry (same shape as ``pred``); ``order``
+    fixes the order of the keys (default: sorted), and keys absent from the data are skipped.
+    """
     keys = np.asarray(keys)
-    return {k: regression_metrics(pred[keys == k], true[keys == k]) for k in sorted(set(keys.tolist()))}
+    present = set(np.unique(keys).tolist())
+    names = [k for k in order if k in present] if order is not None else sorted(present)
+    return {k: regression_metrics(pred[keys == k], true[keys == k]) for k in names}
+
+
+#: Bins of the true structure size (fraction of the image) for the per-size error table.
+SIZE_BINS: tuple[tuple[str, float], ...] = (("absent", 0.0), ("<0.5%", 0.005), ("0.5-2%", 0.02), ("2-10%", 0.10),
+                                             (">=10%", math.inf))
+
+
+def structure_size_keys(truth: torch.Tensor) -> np.ndarray:
+    """Size bin of each foreground class of each truth mask ``(N, K, *spatial)`` -> ``(N, K)`` labels.
+
+    Why: a tiny or absent structure is much harder to judge than a large one, and the mean error
+    hides how many of them a dataset has (ACDC apex slices, small polyps).
+    """
+    frac = truth.float().flatten(2).mean(-1).cpu().numpy()
+    keys = np.full(frac.shape, SIZE_BINS[-1][0], dtype=object)
+    for name, upper in reversed(SIZE_BINS[:-1]):
+        keys[frac <= upper if upper == 0.0 else frac < upper] = name
+    return keys.astype(str)
 
 
 def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:
@@ -234,6 +259,9 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     groups = [cases[int(i)].group for i in owner[fixed.index.cpu()]]
     if all(g is not None for g in groups) and len(set(groups)) > 1:
         report["synthetic"]["by_group"] = _by_key(pred.numpy(), true.numpy(), groups)
+    report["synthetic"]["by_structure_size"] = _by_key(pred.numpy(), true.numpy(),
+                                                       structure_size_keys(truth[fixed.index]),
+                                                       order=[name for name, _ in SIZE_BINS])
 
     # (c) shortcut tests: the prediction should move when the image stops matching the mask
     black = scorer.predict(torch.zeros_like(img_rows), fixed.masks)
@@ -299,6 +327,12 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["## Synthetic MAE by sampler category", "", "| category | n | MAE | Spearman |", "|---|---|---|---|"]
         for c, m in report["synthetic"]["by_category"].items():
             lines.append(f"| {c} | {m['n']} | {m['mae']:.3f} | {m['spearman']:.3f} |")
+        lines.append("")
+    if "by_structure_size" in report["synthetic"]:
+        lines += ["## Synthetic MAE by true structure size (fraction of the image, per class)", "",
+                  "| size | n | MAE | Spearman |", "|---|---|---|---|"]
+        for g, m in report["synthetic"]["by_structure_size"].items():
+            lines.append(f"| {g} | {m['n']} | {m['mae']:.3f} | {m['spearman']:.3f} |")
         lines.append("")
     if "by_group" in report["synthetic"]:
         lines += ["## Synthetic MAE by group (sequence / patient)", "", "| group | n | MAE | Spearman |",
