@@ -64,6 +64,9 @@ def main() -> None:
         "shuffle_change": ev["shortcuts"]["shuffled_images"]["mean_abs_change"],
         "mask_only_mae": ev.get("mask_only", {}).get("mae"), "mask_only_spearman": ev.get("mask_only", {}).get("spearman"),
         "synthetic_per_class": ev["synthetic"].get("per_class"),
+        # where the error is: per sampler category, per sequence/patient, per true structure size
+        **{f"synthetic_{k}": {g: {m: v[m] for m in ("n", "mae", "spearman")} for g, v in ev["synthetic"][k].items()}
+           for k in ("by_category", "by_group", "by_structure_size") if k in ev["synthetic"]},
         "real_per_class": ev.get("real", {}).get("per_class"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
         "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
