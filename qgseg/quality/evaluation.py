@@ -29,8 +29,8 @@ from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
-__all__ = ["evaluate_quality", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed", "find_ph2_fixed",
-           "real_network_pairs"]
+__all__ = ["evaluate_quality", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed",
+           "find_ph2_fixed", "real_network_pairs"]
 
 PH2_FIXED_NAME = "quality-test-masks.npz"
 
