@@ -70,7 +70,7 @@ def main() -> None:
 
         def ms(key: str) -> str:
             return f"{summary[key]['mean']:.4f} ± {summary[key]['sd']:.4f}"
-        rows.append((f"{label} ({len(per_run)} seeds): synthetic MAE / Spearman; real MAE / Spearman",
+        rows.append((f"{label} ({len(per_run)} seed{'s' if len(per_run) > 1 else ''}): synthetic MAE / Spearman; real MAE / Spearman",
                      f"{ms('val_synthetic_mae')} / {ms('val_synthetic_spearman')}; "
                      f"{ms('val_real_mae')} / {ms('val_real_spearman')}"))
     out["wall_s"] = time.time() - start
