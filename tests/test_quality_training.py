@@ -219,3 +219,18 @@ def test_mask_centred_crop_training_and_scoring(tiny):
     assert scorer.estimated_truth(case, case.label).shape == case.label.shape
     with pytest.raises(Exception, match="roi_size"):
         tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_bad", roi_size=[16])
+
+
+def test_quality_augment_settings_reach_the_training_batches(tiny, monkeypatch):
+    """quality.augment is what the predictor's training batches are augmented with."""
+    import qgseg.quality.training as qt
+
+    cfg = tiny_cfg(tiny["cfg"].data.dataset, tiny["root"] / "runs_aug", epochs=1,
+                   augment={"blur_p": 1.0, "color_p": 0.5, "rotate_deg": 5.0})
+    seen = []
+    real_intensity, real_spatial = qt.intensity_augment, qt.spatial_augment_many
+    monkeypatch.setattr(qt, "intensity_augment", lambda x, g, c=None: seen.append(c) or real_intensity(x, g, c))
+    monkeypatch.setattr(qt, "spatial_augment_many", lambda t, k, g, c=None: seen.append(c) or real_spatial(t, k, g, c))
+    QualityTrainer(cfg, tiny["root"] / "aug", data=tiny["data"]).fit()
+    assert seen and all(c == cfg.quality.augment for c in seen)
+    assert cfg.quality.augment.blur_p == 1.0 and cfg.quality.augment.rotate_deg == 5.0
