@@ -67,12 +67,10 @@ def main() -> None:
             vals = np.array([r[key] for r in per_run.values()], dtype=float)
             summary[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
         out["recipes"][label] = {"runs": per_run, "summary": summary}
-
-        def ms(key: str) -> str:
-            return f"{summary[key]['mean']:.4f} ± {summary[key]['sd']:.4f}"
+        ms = {k: f"{v['mean']:.4f} ± {v['sd']:.4f}" for k, v in summary.items()}
         rows.append((f"{label} ({len(per_run)} seed{'s' if len(per_run) > 1 else ''}): synthetic MAE / Spearman; real MAE / Spearman",
-                     f"{ms('val_synthetic_mae')} / {ms('val_synthetic_spearman')}; "
-                     f"{ms('val_real_mae')} / {ms('val_real_spearman')}"))
+                     f"{ms['val_synthetic_mae']} / {ms['val_synthetic_spearman']}; "
+                     f"{ms['val_real_mae']} / {ms['val_real_spearman']}"))
     out["wall_s"] = time.time() - start
     out["protocol"] = (f"validation split only; best checkpoint of each run; {args.masks_per_image} fixed-seed "
                        f"synthetic masks per image (seed {args.seed}) + the run's unseen real networks' masks; "
