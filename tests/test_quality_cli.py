@@ -60,7 +60,9 @@ def test_eval_command(setup, capsys):
                  "--output", str(out), "--masks-per-image", "2"])
     assert code == 0
     assert (out / "quality_eval.json").is_file() and (out / "quality_eval.md").is_file()
-    assert "shortcut tests" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "shortcut tests" in printed
+    assert "largest synthetic error by category" in printed
 
 
 def test_quality_without_subcommand(capsys):

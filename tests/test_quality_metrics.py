@@ -140,3 +140,17 @@ def test_by_key_takes_row_or_entry_keys_and_an_order():
     entries = _by_key(pred, true, np.array([["x", "y"], ["y", "x"], ["x", "x"]]), order=["y", "z", "x"])
     assert list(entries) == ["y", "x"]  # absent keys are skipped, the given order is kept
     assert entries["y"]["mae"] == np.mean([0.0, 0.0]) and entries["x"]["n"] == 4
+
+
+def test_largest_errors_names_the_worst_slice_of_each_breakdown():
+    from qgseg.quality.evaluation import largest_errors
+
+    def m(mae, n):
+        return {"mae": mae, "n": n, "spearman": 0.5}
+
+    synthetic = {"all": m(0.1, 30),
+                 "by_category": {"identity": m(0.05, 10), "swap": m(0.2, 10), "blob": m(float("nan"), 10)},
+                 "by_group": {"7": m(0.09, 15), "8": m(0.3, 15)},
+                 "by_structure_size": {">=10%": m(0.04, 30)}}  # one slice only: nothing to compare
+    lines = largest_errors(synthetic)
+    assert lines == ["category swap: MAE 0.200 (n=10; all 0.100)", "group 8: MAE 0.300 (n=15; all 0.100)"]

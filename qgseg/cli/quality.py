@@ -79,7 +79,7 @@ def cmd_quality_train(args: argparse.Namespace) -> int:
 
 def cmd_quality_eval(args: argparse.Namespace) -> int:
     from ..data.detect import open_dataset
-    from ..quality.evaluation import evaluate_quality, find_ph2_fixed
+    from ..quality.evaluation import evaluate_quality, find_ph2_fixed, largest_errors
     from ..quality.scoring import load_quality_predictor
 
     scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
@@ -111,6 +111,9 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
     for name in ("synthetic", "real", "ph2_fixed"):
         if name in report["tables"]:
             print(f"\n{name}:\n{report['tables'][name]}")
+    worst = largest_errors(report["synthetic"])
+    if worst:
+        print("\nlargest synthetic error by " + "; by ".join(worst))
     sc = report["shortcuts"]
     print(f"\nshortcut tests: black image |Δ| {sc['black_image']['mean_abs_change']:.3f}, "
           f"shuffled images |Δ| {sc['shuffled_images']['mean_abs_change']:.3f}")

@@ -29,7 +29,7 @@ from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
-__all__ = ["evaluate_quality", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed",
+__all__ = ["evaluate_quality", "largest_errors", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed",
            "find_ph2_fixed", "real_network_pairs"]
 
 PH2_FIXED_NAME = "quality-test-masks.npz"
@@ -78,6 +78,19 @@ def structure_size_keys(truth: torch.Tensor) -> np.ndarray:
     for name, upper in reversed(SIZE_BINS[:-1]):
         keys[frac <= upper if upper == 0.0 else frac < upper] = name
     return keys.astype(str)
+
+
+def largest_errors(synthetic: dict[str, Any]) -> list[str]:
+    """One line per breakdown of a synthetic report section (category, group, structure size):
+    the slice with the largest MAE, to tell a user where the predictor is least reliable."""
+    lines = []
+    for key, title in (("by_category", "category"), ("by_group", "group"), ("by_structure_size", "structure size")):
+        slices = {k: v for k, v in synthetic.get(key, {}).items() if v["n"] > 0 and math.isfinite(v["mae"])}
+        if len(slices) > 1:
+            worst = max(slices, key=lambda k: slices[k]["mae"])
+            lines.append(f"{title} {worst}: MAE {slices[worst]['mae']:.3f} (n={slices[worst]['n']}; "
+                         f"all {synthetic['all']['mae']:.3f})")
+    return lines
 
 
 def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:

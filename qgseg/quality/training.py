@@ -303,7 +303,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     predictions), ``checkpoints/`` (best.ckpt selected on validation MAE), ``logs/``, and
     ``eval/quality_eval.{json,md}`` with plots. Returns a summary dict.
     """
-    from .evaluation import evaluate_quality, find_ph2_fixed
+    from .evaluation import evaluate_quality, find_ph2_fixed, largest_errors
     from .scoring import load_quality_predictor
 
     start = time.time()
@@ -366,6 +366,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
             ("test synthetic", f"MAE {_fmt(syn['mae'])}  Spearman {_fmt(syn['spearman'])}  "
                                f"Pearson {_fmt(syn['pearson'])}  AUROC<0.7 {_fmt(syn.get('auroc_0.7'))}  "
                                f"(n={syn['n']})")]
+    rows += [("largest error", line) for line in largest_errors(report["synthetic"])]
     if "real" in report:
         r = report["real"]["all"]
         rows.append(("test real nets", f"MAE {_fmt(r['mae'])}  Spearman {_fmt(r['spearman'])}  (n={r['n']})"))
