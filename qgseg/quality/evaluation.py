@@ -29,8 +29,8 @@ from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
-__all__ = ["evaluate_quality", "largest_errors", "structure_size_keys", "mask_features", "MaskOnlyBaseline", "evaluate_ph2_fixed",
-           "find_ph2_fixed", "real_network_pairs"]
+__all__ = ["evaluate_quality", "largest_errors", "structure_size_keys", "mask_features", "MaskOnlyBaseline",
+           "evaluate_ph2_fixed", "find_ph2_fixed", "real_network_pairs"]
 
 PH2_FIXED_NAME = "quality-test-masks.npz"
 
@@ -272,8 +272,8 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     groups = [cases[int(i)].group for i in owner[fixed.index.cpu()]]
     if all(g is not None for g in groups) and len(set(groups)) > 1:
         report["synthetic"]["by_group"] = _by_key(pred.numpy(), true.numpy(), groups)
-    report["synthetic"]["by_structure_size"] = _by_key(pred.numpy(), true.numpy(),
-                                                       structure_size_keys(truth[fixed.index]),
+    size_keys = structure_size_keys(truth)[fixed.index.cpu().numpy()]  # per image, then one row per mask
+    report["synthetic"]["by_structure_size"] = _by_key(pred.numpy(), true.numpy(), size_keys,
                                                        order=[name for name, _ in SIZE_BINS])
 
     # (c) shortcut tests: the prediction should move when the image stops matching the mask

@@ -320,10 +320,14 @@ class QualityPredictor(nn.Module):
         logits, truth_logits = self._forward_parts(x)
         if return_truth:
             return torch.sigmoid(logits), truth_logits
+        if not return_readouts:  # only the readout asked for: scoring (and QAR) pays for nothing else
+            if self.readout == "agreement":
+                return agreement_dice(x[:, self.image_channels:], truth_logits)
+            return torch.sigmoid(logits)
         readouts = {"fused": torch.sigmoid(logits)}
         if truth_logits is not None:
             readouts["agreement"] = agreement_dice(x[:, self.image_channels:], truth_logits)
-        return readouts if return_readouts else readouts[self.readout]
+        return readouts
 
     def concat_inputs(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Concatenate image ``(B, Ci, *S)`` and masks ``(B, K, *S)`` along channels (dtype of image)."""
