@@ -61,6 +61,26 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Random augmentation of training batches (:mod:`qgseg.data.augment`). Each ``*_p`` is the
+    probability per sample; blur and colour are off by default so that older runs reproduce."""
+
+    flip_p: float = 0.5
+    rotate_deg: float = 20.0
+    scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    affine_p: float = 0.5
+    brightness: float = 0.1
+    contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    gamma: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    noise_std: float = 0.03
+    intensity_p: float = 0.5
+    blur_p: float = 0.0  # Gaussian blur (in-plane): defocus and motion blur of endoscopy/ultrasound frames
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5])  # pixels, drawn uniformly
+    color_p: float = 0.0  # per-channel gains (white balance / light colour) of multi-channel images
+    color_gain: float = 0.1  # gains drawn uniformly from [1 - color_gain, 1 + color_gain]
+
+
+@dataclass
 class TrainConfig:
     """Optimisation schedule of the shared training engine."""
 
@@ -80,6 +100,7 @@ class TrainConfig:
     loss: str = "dice_ce"  # dice_ce | ce | dice
     seed: int = 0
     deterministic: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # of labeled batches (when data.augment)
 
 
 @dataclass
@@ -101,26 +122,6 @@ class EvalConfig:
     overlays: int = 4  # number of overlay PNGs written
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
-
-
-@dataclass
-class AugmentConfig:
-    """Random augmentation of training batches (:mod:`qgseg.data.augment`). Each ``*_p`` is the
-    probability per sample; blur and colour are off by default so that older runs reproduce."""
-
-    flip_p: float = 0.5
-    rotate_deg: float = 20.0
-    scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
-    affine_p: float = 0.5
-    brightness: float = 0.1
-    contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
-    gamma: list[float] = field(default_factory=lambda: [0.8, 1.25])
-    noise_std: float = 0.03
-    intensity_p: float = 0.5
-    blur_p: float = 0.0  # Gaussian blur (in-plane): defocus and motion blur of endoscopy/ultrasound frames
-    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5])  # pixels, drawn uniformly
-    color_p: float = 0.0  # per-channel gains (white balance / light colour) of multi-channel images
-    color_gain: float = 0.1  # gains drawn uniformly from [1 - color_gain, 1 + color_gain]
 
 
 @dataclass
@@ -345,6 +346,7 @@ def validate(cfg: RunConfig) -> None:
         if q.roi_margin < 0 or not 0.0 < q.roi_min_fraction <= 1.0:
             raise ConfigError(f"quality.roi_margin must be >= 0 and quality.roi_min_fraction in (0, 1], "
                               f"got {q.roi_margin} and {q.roi_min_fraction}")
+    _validate_augment(cfg.train.augment, "train.augment")
     _validate_augment(q.augment, "quality.augment")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")

@@ -82,6 +82,7 @@ def test_augment_settings_are_checked_and_named():
     for bad, key in (("quality.augment.blur_p=1.5", "quality.augment.blur_p"),
                      ("quality.augment.blur_sigma=[2.0, 1.0]", "quality.augment.blur_sigma"),
                      ("quality.augment.color_gain=1.0", "quality.augment.color_gain"),
-                     ("quality.augment.blurp=0.1", "blur_p")):
+                     ("quality.augment.blurp=0.1", "blur_p"),
+                     ("train.augment.flip_p=-0.1", "train.augment.flip_p")):
         with pytest.raises(ConfigError, match=key):
             load_config("quality_colondb", [bad])

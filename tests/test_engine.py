@@ -59,6 +59,26 @@ def test_run_folder_contents(data_dir, tmp_path):
     assert not list((run / "checkpoints").glob("*.tmp")), "no temporary files left behind"
 
 
+def test_train_augment_settings_reach_the_labeled_batches(data_dir, tmp_path, monkeypatch):
+    """train.augment is what the segmenter's labeled batches are augmented with; data.augment=false
+    switches augmentation off."""
+    import qgseg.engine.segmentation as seg
+
+    seen = []
+    real_spatial, real_intensity = seg.spatial_augment, seg.intensity_augment
+    monkeypatch.setattr(seg, "spatial_augment", lambda x, y, g, c=None: seen.append(c) or real_spatial(x, y, g, c))
+    monkeypatch.setattr(seg, "intensity_augment", lambda x, g, c=None: seen.append(c) or real_intensity(x, g, c))
+    cfg = tiny_config(data_dir, tmp_path, train__iterations=2, train__val_every=2,
+                      **{"train.augment.blur_p": 1.0, "train.augment.rotate_deg": 5.0})
+    SegmentationTrainer(cfg, tmp_path / "aug").fit()
+    assert len(seen) == 4 and all(c == cfg.train.augment for c in seen)
+    assert cfg.train.augment.blur_p == 1.0 and cfg.train.augment.rotate_deg == 5.0
+    seen.clear()
+    off = tiny_config(data_dir, tmp_path, train__iterations=2, train__val_every=2, data__augment="false")
+    SegmentationTrainer(off, tmp_path / "off").fit()
+    assert seen == []
+
+
 def test_early_stopping(data_dir, tmp_path):
     cfg = tiny_config(data_dir, tmp_path, train__iterations=40, train__val_every=2, train__lr=0.0,
                       train__early_stop_patience=2)

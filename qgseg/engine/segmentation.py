@@ -100,8 +100,8 @@ class SegmentationTrainer(BaseTrainer):
         idx = torch.randint(0, len(bank), (batch_size,), generator=self.gen)
         image, label = bank.batch(idx, self.cfg.data.image_size, self.gen)
         if augment:
-            image, label = spatial_augment(image, label, self.gen)
-            image = intensity_augment(image, self.gen)
+            image, label = spatial_augment(image, label, self.gen, self.cfg.train.augment)
+            image = intensity_augment(image, self.gen, self.cfg.train.augment)
         image = image.to(self.device)
         label = label.to(self.device) if label is not None else None
         return Batch(image, label)
