@@ -68,6 +68,9 @@ def main() -> None:
         **{f"synthetic_{k}": {g: {m: v[m] for m in ("n", "mae", "spearman")} for g, v in ev["synthetic"][k].items()}
            for k in ("by_category", "by_group", "by_structure_size") if k in ev["synthetic"]},
         "real_per_class": ev.get("real", {}).get("per_class"),
+        # the predictor's own estimate of the truth, given the true mask: does it recognise the structure?
+        "truth_map_dice": ev.get("truth_map", {}).get("dice"),
+        "truth_map_by_group": ev.get("truth_map", {}).get("by_group"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
         "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
                      f"{cfg.quality.width}{_decoder(cfg)}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
@@ -90,7 +93,8 @@ def main() -> None:
             ("real MAE / Spearman / AUROC(<0.7)",
              f"{f(out['real_mae'])} / {f(out['real_spearman'])} / {f(out['real_auroc_0.7'])}"),
             ("mask-only baseline MAE / Spearman", f"{f(out['mask_only_mae'])} / {f(out['mask_only_spearman'])}"),
-            ("blackout change / shuffle change", f"{f(out['blackout_change'])} / {f(out['shuffle_change'])}")]
+            ("blackout change / shuffle change", f"{f(out['blackout_change'])} / {f(out['shuffle_change'])}"),
+            ("estimated-truth Dice (true mask given)", f(out["truth_map_dice"]))]
     if "ph2_fixed" in out:
         p = out["ph2_fixed"]
         rows.append(("PH2 fixed set MAE / Pearson / Spearman / AUROC",

@@ -63,6 +63,25 @@ def test_eval_command(setup, capsys):
     printed = capsys.readouterr().out
     assert "shortcut tests" in printed
     assert "largest synthetic error by category" in printed
+    assert "estimate of the truth" not in printed, "a predictor without a decoder has no truth map"
+
+
+def test_eval_reports_how_well_a_truth_map_predictor_recognises_the_structure(setup, capsys):
+    import json
+
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
+                             decoder_channels=8, readout="agreement")
+    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
+            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True}
+    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / "qtm_eval.ckpt")
+    out = setup["root"] / "eval_tm"
+    assert main(["quality", "eval", "--predictor", str(ckpt), str(setup["data"]), "--split", "test",
+                 "--output", str(out), "--masks-per-image", "2"]) == 0
+    assert "predictor's estimate of the truth (true mask given): Dice" in capsys.readouterr().out
+    tm = json.loads((out / "quality_eval.json").read_text())["truth_map"]
+    assert tm["n"] == 3 and 0.0 <= tm["dice"] <= 1.0 and set(tm["per_class"]) == {"lesion"}
+    assert "Does the predictor recognise the structure?" in (out / "quality_eval.md").read_text()
 
 
 def test_quality_without_subcommand(capsys):

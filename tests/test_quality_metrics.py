@@ -154,3 +154,37 @@ def test_largest_errors_names_the_worst_slice_of_each_breakdown():
                  "by_structure_size": {">=10%": m(0.04, 30)}}  # one slice only: nothing to compare
     lines = largest_errors(synthetic)
     assert lines == ["category swap: MAE 0.200 (n=10; all 0.100)", "group 8: MAE 0.300 (n=15; all 0.100)"]
+
+
+class _StubTruthScorer:
+    """Stands in for a QualityScorer whose decoder returns a fixed estimate of the truth."""
+
+    has_truth_map = True
+    fg_classes = ["a", "b"]
+
+    def __init__(self, estimate):
+        self.estimate = estimate
+
+    def truth_probabilities(self, images, masks):
+        return self.estimate
+
+
+def test_truth_map_recognition_dice_per_class_and_group():
+    import torch
+
+    from qgseg.quality.evaluation import truth_map_recognition
+
+    truth = torch.zeros(3, 2, 8, 8)
+    truth[:, 0, 2:6, 2:6] = 1  # class a present everywhere (16 px); class b absent in row 2
+    truth[:2, 1, 0:2, 0:4] = 1
+    est = truth.clone() * 0.9  # above 0.5: the estimate is the truth ...
+    est[1, 0] = 0.0  # ... except row 1 misses class a entirely (Dice 0)
+    est[2, 1, 7, 7] = 0.8  # ... and row 2 puts one pixel of an absent class b (Dice 0)
+    out = truth_map_recognition(_StubTruthScorer(est), torch.zeros(3, 1, 8, 8), truth, ["s1", "s1", "s2"])
+    assert out["n"] == 3
+    assert out["per_class"] == pytest.approx({"a": 2 / 3, "b": 2 / 3})
+    assert out["dice"] == pytest.approx(4 / 6)
+    assert out["by_group"] == pytest.approx({"s1": 0.75, "s2": 0.5})
+    # probabilities at or below 0.5 are not the structure; one group only -> no breakdown
+    half = truth_map_recognition(_StubTruthScorer(truth * 0.5), torch.zeros(3, 1, 8, 8), truth, ["g"] * 3)
+    assert half["per_class"]["a"] == 0.0 and "by_group" not in half

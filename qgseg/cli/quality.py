@@ -114,6 +114,11 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
     worst = largest_errors(report["synthetic"])
     if worst:
         print("\nlargest synthetic error by " + "; by ".join(worst))
+    if "truth_map" in report:
+        tm = report["truth_map"]
+        groups = tm.get("by_group", {})
+        low = f"; lowest group {min(groups, key=groups.get)}: {min(groups.values()):.3f}" if groups else ""
+        print(f"predictor's estimate of the truth (true mask given): Dice {tm['dice']:.3f}{low}")
     sc = report["shortcuts"]
     print(f"\nshortcut tests: black image |Δ| {sc['black_image']['mean_abs_change']:.3f}, "
           f"shuffled images |Δ| {sc['shuffled_images']['mean_abs_change']:.3f}")

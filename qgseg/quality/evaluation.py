@@ -9,7 +9,11 @@ c. **shortcuts**: does the prediction depend on the image at all? Black out the 
    each mask another case's image, and measure how much the prediction moves; and a
    **mask-only baseline** (kNN regression on mask shape statistics fit on training masks): if
    it is as good as the predictor, the predictor has learned mask priors, not image evidence;
-d. **ph2_fixed**: the published fixed PH2 mask set (``PH2/quality-test-masks.npz``), when present.
+d. **ph2_fixed**: the published fixed PH2 mask set (``PH2/quality-test-masks.npz``), when present;
+e. **truth_map** (predictors with a truth-map decoder): given each case's TRUE mask, how well
+   does the predictor's own estimate of the truth match it? Its scores follow that estimate, so
+   a low Dice here (per group: a sequence, a patient) says the predictor does not recognise the
+   structure in those images, and its scores there cannot be trusted, whatever the mask.
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ from scipy import ndimage
 from ..data.case import Case
 from ..evaluation.inference import Segmenter
 from ..evaluation.metrics import foreground_dice
+from .corruptions import dice_per_class
 from .metrics import format_quality_table, quality_report, regression_metrics
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
-__all__ = ["evaluate_quality", "largest_errors", "structure_size_keys", "mask_features", "MaskOnlyBaseline",
+__all__ = ["evaluate_quality", "truth_map_recognition", "largest_errors", "structure_size_keys", "mask_features", "MaskOnlyBaseline",
            "evaluate_ph2_fixed", "find_ph2_fixed", "real_network_pairs"]
 
 PH2_FIXED_NAME = "quality-test-masks.npz"
@@ -91,6 +96,24 @@ def largest_errors(synthetic: dict[str, Any]) -> list[str]:
             lines.append(f"{title} {worst}: MAE {slices[worst]['mae']:.3f} (n={slices[worst]['n']}; "
                          f"all {synthetic['all']['mae']:.3f})")
     return lines
+
+
+def truth_map_recognition(scorer: QualityScorer, images: torch.Tensor, truth: torch.Tensor,
+                          groups: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """Dice of the predictor's estimated truth (decoder, thresholded at 0.5) against the truth,
+    with the TRUE mask as the scored mask: ``{"dice", "per_class", "by_group"?, "n"}``.
+
+    ``images``/``truth`` are prepared tensors ``(N, C|K, *size)``; ``groups`` one label per row.
+    Both-empty counts as Dice 1 (the training target's convention).
+    """
+    est = (scorer.truth_probabilities(images, truth) > 0.5).float()
+    dice = dice_per_class(est, truth.float()).numpy()  # (N, K)
+    out: dict[str, Any] = {"dice": float(dice.mean()) if dice.size else float("nan"), "n": int(dice.shape[0]),
+                           "per_class": {c: float(dice[:, j].mean()) for j, c in enumerate(scorer.fg_classes)}}
+    if groups is not None and all(g is not None for g in groups) and len(set(groups)) > 1:
+        keys = np.asarray(groups)
+        out["by_group"] = {g: float(dice[keys == g].mean()) for g in sorted(set(groups))}
+    return out
 
 
 def _eval_sampler(scorer: QualityScorer) -> VariableQualitySampler:
@@ -276,6 +299,10 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     report["synthetic"]["by_structure_size"] = _by_key(pred.numpy(), true.numpy(), size_keys,
                                                        order=[name for name, _ in SIZE_BINS])
 
+    # (e) does the predictor recognise the structure? (its scores follow its estimate of the truth)
+    if scorer.has_truth_map:
+        report["truth_map"] = truth_map_recognition(scorer, images, truth, [cases[int(i)].group for i in owner])
+
     # (c) shortcut tests: the prediction should move when the image stops matching the mask
     black = scorer.predict(torch.zeros_like(img_rows), fixed.masks)
     n_img = images.shape[0]
@@ -336,6 +363,17 @@ def _markdown(report: dict[str, Any]) -> str:
               f"| images shuffled across cases | {sc['shuffled_images']['mean_abs_change']:.3f} | "
               f"{sc['shuffled_images']['mae_vs_true']:.3f} |", "",
               "A predictor that uses the image should change its prediction (and get worse) in both tests.", ""]
+    if "truth_map" in report:
+        tm = report["truth_map"]
+        lines += ["## Does the predictor recognise the structure? (truth-map decoder, true mask given)", "",
+                  f"Dice of its estimated truth against the truth: **{tm['dice']:.3f}** over {tm['n']} images"
+                  + (" (" + ", ".join(f"{c} {v:.3f}" for c, v in tm["per_class"].items()) + ")"
+                     if len(tm["per_class"]) > 1 else "") + ". Its scores follow this estimate: where it "
+                  "is low the predictor does not know where the structure is.", ""]
+        if "by_group" in tm:
+            lines += ["| group | estimated-truth Dice |", "|---|---|"]
+            lines += [f"| {g} | {v:.3f} |" for g, v in tm["by_group"].items()]
+            lines.append("")
     if "by_category" in report["synthetic"]:
         lines += ["## Synthetic MAE by sampler category", "", "| category | n | MAE | Spearman |", "|---|---|---|---|"]
         for c, m in report["synthetic"]["by_category"].items():

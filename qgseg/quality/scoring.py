@@ -146,17 +146,24 @@ class QualityScorer:
         return getattr(self.model, "decoder", None) is not None
 
     @torch.no_grad()
+    def truth_probabilities(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The decoder's probability of each foreground class, ``(N, K, *size)``, for prepared
+        tensors, at the prepared size (zero outside the mask-centred crop). Needs a truth-map decoder."""
+        if not self.has_truth_map:
+            raise ValueError("this quality predictor has no truth-map decoder (trained with truth_map_weight 0)")
+        prob = self._batched(  # back from the network's frame (mask-centred crop) to the prepared size
+            lambda x, m: self.model.source_view(torch.sigmoid(self.model(x, m, return_truth=True)[1]), m),
+            images, masks)
+        return prob if prob is not None else torch.zeros(0, self.num_fg, *self.image_size)
+
+    @torch.no_grad()
     def estimated_truth(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """The predictor's estimate of the TRUE label map for ``case``, at the case's own shape.
 
         Where it differs from ``mask`` is where the predictor believes the mask is wrong: the
         picture behind a low score. Needs a predictor with a truth-map decoder.
         """
-        if not self.has_truth_map:
-            raise ValueError("this quality predictor has no truth-map decoder (trained with truth_map_weight 0)")
-        prob = self._batched(  # back from the network's frame (mask-centred crop) to the prepared size
-            lambda x, m: self.model.source_view(torch.sigmoid(self.model(x, m, return_truth=True)[1]), m),
-            self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
+        prob = self.truth_probabilities(self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
         slice_dims = case.spatial_dims != self.spatial_dims
         in_plane = case.spatial_shape if not slice_dims else tuple(
             n for a, n in enumerate(case.spatial_shape) if a != slice_axis(case))
