@@ -160,7 +160,7 @@ class _StubTruthScorer:
     """Stands in for a QualityScorer whose decoder returns a fixed estimate of the truth."""
 
     has_truth_map = True
-    fg_classes = ["a", "b"]
+    fg_classes = ("a", "b")
 
     def __init__(self, estimate):
         self.estimate = estimate
