@@ -41,6 +41,13 @@ def test_score_writes_csv_and_flags_worst_first(setup, capsys):
     assert len(flagged) == 9
     by_score = [r["case_id"] for r in sorted(rows, key=lambda r: float(r["lesion"]))]
     assert flagged == by_score  # worst first
+    # the markdown QC report beside the CSV: summary, histogram, the same cases worst first
+    report = (setup["root"] / "scores_report.md").read_text()
+    assert (setup["root"] / "scores_report_histogram.png").stat().st_size > 0
+    assert "9 mask(s) scored" in report and "| lesion |" in report
+    assert "## To review: 9 case(s) with a predicted Dice below 1.01" in report
+    listed = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| demo_")]
+    assert listed == by_score
 
     # a threshold below every score flags nothing
     main(["quality", "score", "--predictor", str(setup["ckpt"]), "--images", str(setup["data"] / "images"),
@@ -107,6 +114,11 @@ def test_score_overlays_show_the_estimated_truth(setup, capsys):
     assert code == 0
     assert len(list(over.glob("*.png"))) == 9
     assert "9 overlay(s)" in capsys.readouterr().out
+    # the report links each flagged case's overlay, relative to the report
+    report = setup["root"] / "s2_report.md"
+    links = [line.rsplit("[png](", 1)[1].split(")")[0] for line in report.read_text().splitlines()
+             if "[png](" in line]
+    assert len(links) == 9 and all(not link.startswith("/") and (report.parent / link).is_file() for link in links)
 
     scorer = load_quality_predictor(ckpt)
     img_path = sorted((setup["data"] / "images").iterdir())[0]

@@ -50,6 +50,8 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--mask-pattern", help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
     c.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write (default: scores.csv)")
     c.add_argument("--flag-below", type=float, help="list cases whose predicted Dice (any class) is below this")
+    c.add_argument("--report", type=Path, help="markdown QC report with a histogram of the predicted Dice and "
+                                               "the cases to review (default: <output stem>_report.md)")
     c.add_argument("--overlays", type=Path, metavar="DIR",
                    help="write an overlay PNG per flagged case (every case without --flag-below): the mask "
                         "and the predictor's estimate of the true outline")
@@ -130,7 +132,7 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_quality_score(args: argparse.Namespace) -> int:
-    from ..quality.scoring import load_quality_predictor, score_folder, write_scores_csv
+    from ..quality.scoring import flagged_rows, load_quality_predictor, score_folder, write_qc_report, write_scores_csv
 
     scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
     if args.overlays is not None and not scorer.has_truth_map:
@@ -143,12 +145,14 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
         print(f"error: no (image, mask) pairs found in {args.images} and {args.masks}", file=sys.stderr)
         return 2
     write_scores_csv(rows, args.output, scorer.fg_classes)
-    print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}")
+    report = write_qc_report(rows, args.report or args.output.with_name(f"{args.output.stem}_report.md"),
+                             scorer.fg_classes, args.flag_below, source=f"masks {args.masks}, images {args.images}")
+    print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}; report {report}")
     n_overlays = sum("overlay" in r for r in rows)
     if n_overlays:
         print(f"{n_overlays} overlay(s) in {args.overlays} (green: the predictor's estimate of the truth)")
     if args.flag_below is not None:
-        flagged = sorted((r for r in rows if r["min_dice"] < args.flag_below), key=lambda r: r["min_dice"])
+        flagged = flagged_rows(rows, args.flag_below)
         print(f"{len(flagged)} case(s) with predicted Dice below {args.flag_below} (worst first):")
         for r in flagged:
             per = "  ".join(f"{c}={r[c]:.3f}" for c in scorer.fg_classes)

@@ -8,6 +8,7 @@ its inputs prepared the same way. Everything a checkpoint needs to be used is in
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +28,8 @@ __all__ = [
     "hard_fg",
     "score_folder",
     "write_scores_csv",
+    "write_qc_report",
+    "flagged_rows",
 ]
 
 
@@ -261,6 +264,55 @@ def save_qc_overlay(scorer: QualityScorer, case: Case, mask: np.ndarray, path: P
     return save_overlay(case.image, scorer.estimated_truth(case, mask), mask, path,
                         title=f"{case.case_id}  predicted Dice {predicted:.3f}",
                         legend="predictor's estimate of the truth: green, scored mask: magenta")
+
+
+def flagged_rows(rows: list[dict[str, Any]], below: float) -> list[dict[str, Any]]:
+    """The scored rows whose lowest predicted Dice (any class) is below ``below``, worst first."""
+    return sorted((r for r in rows if r["min_dice"] < below), key=lambda r: r["min_dice"])
+
+
+def write_qc_report(rows: list[dict[str, Any]], path: str | Path, classes: Sequence[str],
+                    flag_below: float | None = None, source: str = "") -> Path:
+    """Markdown QC report of scored masks (no ground truth): per-class summary, a histogram of the
+    predicted Dice (``<stem>_histogram.png`` beside it) and, with ``flag_below``, the cases to
+    review worst first with links to their overlays. Returns the report's path."""
+    from ..viz.quality_plots import predicted_dice_histogram
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pred = np.array([[r[c] for c in classes] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
+    hist = predicted_dice_histogram(pred, classes, path.with_name(f"{path.stem}_histogram.png"), flag_below)
+    lines = ["# Quality control report", "",
+             f"{len(rows)} mask(s) scored{' - ' + source if source else ''}. Predicted Dice is the quality "
+             "predictor's estimate without ground truth: trust it on images like its training data "
+             "(see its `qgseg quality eval` report).", "",
+             "| class | mean | median | 10th percentile | min |" + (f" below {flag_below:g} |" if flag_below is not None
+                                                                    else ""),
+             "|---|---|---|---|---|" + ("---|" if flag_below is not None else "")]
+    for j, name in enumerate(classes):
+        col = pred[:, j]
+        row = (f"| {name} | {col.mean():.3f} | {np.median(col):.3f} | {np.percentile(col, 10):.3f} | "
+               f"{col.min():.3f} |")
+        lines.append(row + (f" {int((col < flag_below).sum())} |" if flag_below is not None else ""))
+    lines += ["", f"![predicted Dice]({hist.name})", ""]
+    if flag_below is not None:
+        flagged = flagged_rows(rows, flag_below)
+        lines += [f"## To review: {len(flagged)} case(s) with a predicted Dice below {flag_below:g} (worst first)", ""]
+        if flagged:
+            lines += ["| case | " + " | ".join(classes) + " | overlay |", "|---|" + "---|" * (len(classes) + 1)]
+            for r in flagged:
+                link = ""
+                if "overlay" in r:
+                    target = Path(r["overlay"])
+                    try:  # relative links keep the report readable when the folder is moved
+                        target = Path(os.path.relpath(target, path.parent))
+                    except ValueError:  # another drive (Windows)
+                        pass
+                    link = f"[png]({target.as_posix()})"
+                lines.append(f"| {r['case_id']} | " + " | ".join(f"{r[c]:.3f}" for c in classes) + f" | {link} |")
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def write_scores_csv(rows: list[dict[str, Any]], path: str | Path, classes: Sequence[str]) -> Path:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from qgseg.quality.metrics import regression_metrics
 
-__all__ = ["scatter_pred_vs_true", "reliability_plot"]
+__all__ = ["predicted_dice_histogram", "reliability_plot", "scatter_pred_vs_true"]
 
 
 def _prepare(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,4 +122,28 @@ def reliability_plot(pred: np.ndarray, true: np.ndarray, path: str | Path, bins:
     axc.set_xlim(0, 1)
     axc.set_xlabel("predicted Dice (bin centre)")
     axc.set_ylabel("count")
+    return _save(fig, path)
+
+
+def predicted_dice_histogram(pred: np.ndarray, classes: Sequence[str], path: str | Path,
+                             flag_below: float | None = None, bins: int = 20) -> Path:
+    """Histogram of predicted Dice ``(N, K)`` per class (no ground truth needed), with the review
+    threshold drawn when given; returns ``path``. Shows at a glance how many masks look doubtful."""
+    p = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
+    if p.shape[1] != len(classes):
+        raise ValueError(f"pred has {p.shape[1]} class columns, classes {list(classes)}")
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for j, name in enumerate(classes):
+        col = p[:, j][np.isfinite(p[:, j])]
+        ax.hist(np.clip(col, 0, 1), bins=edges, alpha=0.6 if len(classes) > 1 else 0.9, label=f"{name} (n={col.size})")
+    if flag_below is not None:
+        ax.axvline(flag_below, color="crimson", linestyle="--", linewidth=1.2, label=f"review below {flag_below:g}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("predicted Dice")
+    ax.set_ylabel("masks")
+    ax.set_title("Predicted quality of the scored masks", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)
