@@ -71,6 +71,9 @@ def main() -> None:
         # the predictor's own estimate of the truth, given the true mask: does it recognise the structure?
         "truth_map_dice": ev.get("truth_map", {}).get("dice"),
         "truth_map_by_group": ev.get("truth_map", {}).get("by_group"),
+        # the score's own uncertainty: selective prediction (MAE of the most certain scores) and error detection
+        "synthetic_uncertainty": ev["synthetic"].get("uncertainty"),
+        "real_uncertainty": ev.get("real", {}).get("uncertainty"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
         "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
                      f"{cfg.quality.width}{_decoder(cfg)}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
@@ -95,6 +98,12 @@ def main() -> None:
             ("mask-only baseline MAE / Spearman", f"{f(out['mask_only_mae'])} / {f(out['mask_only_spearman'])}"),
             ("blackout change / shuffle change", f"{f(out['blackout_change'])} / {f(out['shuffle_change'])}"),
             ("estimated-truth Dice (true mask given)", f(out["truth_map_dice"]))]
+    for part in ("synthetic", "real"):
+        u = out[f"{part}_uncertainty"]
+        if u:
+            rows.append((f"{part}: MAE of the 50% / 80% most certain scores; AUROC(|err|>0.1)",
+                         f"{f(u['mae_at_coverage']['0.5'])} / {f(u['mae_at_coverage']['0.8'])}; "
+                         f"{f(u['auroc_error'])}"))
     if "ph2_fixed" in out:
         p = out["ph2_fixed"]
         rows.append(("PH2 fixed set MAE / Pearson / Spearman / AUROC",

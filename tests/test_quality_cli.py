@@ -85,8 +85,15 @@ def test_eval_reports_how_well_a_truth_map_predictor_recognises_the_structure(se
     out = setup["root"] / "eval_tm"
     assert main(["quality", "eval", "--predictor", str(ckpt), str(setup["data"]), "--split", "test",
                  "--output", str(out), "--masks-per-image", "2"]) == 0
-    assert "predictor's estimate of the truth (true mask given): Dice" in capsys.readouterr().out
-    tm = json.loads((out / "quality_eval.json").read_text())["truth_map"]
+    printed = capsys.readouterr().out
+    assert "predictor's estimate of the truth (true mask given): Dice" in printed
+    assert "synthetic score uncertainty: MAE of the 80% most certain" in printed
+    saved = json.loads((out / "quality_eval.json").read_text())
+    unc = saved["synthetic"]["uncertainty"]
+    assert unc["n"] == 6 and set(unc["mae_at_coverage"]) == {"0.5", "0.8", "0.9", "1"}
+    assert unc["mae_at_coverage"]["1"] == pytest.approx(saved["synthetic"]["all"]["mae"], abs=1e-6)
+    assert "Does the score's uncertainty point at its errors?" in (out / "quality_eval.md").read_text()
+    tm = saved["truth_map"]
     assert tm["n"] == 3 and 0.0 <= tm["dice"] <= 1.0 and set(tm["per_class"]) == {"lesion"}
     assert "Does the predictor recognise the structure?" in (out / "quality_eval.md").read_text()
 
@@ -131,3 +138,30 @@ def test_score_overlays_show_the_estimated_truth(setup, capsys):
     plain = load_quality_predictor(setup["ckpt"])
     with pytest.raises(ValueError, match="truth-map"):
         plain.estimated_truth(case, mask)
+
+
+@pytest.mark.parametrize("reference, n_unsure", [(0.0, 9), (1.0, 0), (None, None)])
+def test_score_reports_the_uncertainty_of_each_score(setup, capsys, reference, n_unsure):
+    """Truth-map predictors add per-class uncertainty columns; against the checkpoint's validation
+    reference a score is "unsure" (CSV flag, CLI line, report section)."""
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
+                             decoder_channels=8, readout="agreement")
+    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
+            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True,
+            "uncertainty_p90": reference}
+    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / f"qu_{reference}.ckpt")
+    out = setup["root"] / f"unc_{reference}.csv"
+    assert main(["quality", "score", "--predictor", str(ckpt), "--images", str(setup["data"] / "images"),
+                 "--masks", str(setup["data"] / "masks"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 and all(0.0 <= float(r["lesion_uncertainty"]) <= 1.0 for r in rows)
+    report = (setup["root"] / f"unc_{reference}_report.md").read_text()
+    if reference is None:  # an older checkpoint without the reference: values, no verdict
+        assert "unsure" not in rows[0] and "unsure of" not in printed and "unsure of" not in report
+        return
+    assert sum(int(r["unsure"]) for r in rows) == n_unsure
+    assert f"## The predictor is unsure of {n_unsure} score(s)" in report
+    assert (f"{n_unsure} score(s) the predictor is unsure of" in printed) == (n_unsure > 0)

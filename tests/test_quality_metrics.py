@@ -15,6 +15,7 @@ from qgseg.quality.metrics import (
     mae_per_bin,
     quality_report,
     regression_metrics,
+    uncertainty_metrics,
 )
 from qgseg.viz.quality_plots import reliability_plot, scatter_pred_vs_true
 
@@ -188,3 +189,23 @@ def test_truth_map_recognition_dice_per_class_and_group():
     # probabilities at or below 0.5 are not the structure; one group only -> no breakdown
     half = truth_map_recognition(_StubTruthScorer(truth * 0.5), torch.zeros(3, 1, 8, 8), truth, ["g"] * 3)
     assert half["per_class"]["a"] == 0.0 and "by_group" not in half
+
+
+def test_uncertainty_metrics_selective_prediction_by_hand():
+    true = np.array([0.9, 0.9, 0.9, 0.9])
+    pred = np.array([0.9, 0.85, 0.6, 0.4])  # abs errors 0, 0.05, 0.3, 0.5
+    unc = np.array([0.1, 0.2, 0.3, 0.4])  # ranks the errors perfectly
+    out = uncertainty_metrics(pred, true, unc, reference=0.25)
+    assert out["n"] == 4 and out["spearman_abs_error"] == pytest.approx(1.0)
+    assert out["auroc_error"] == pytest.approx(1.0)  # errors > 0.1: the two most uncertain
+    assert out["mae_at_coverage"] == pytest.approx({"0.5": 0.025, "0.8": 0.35 / 3, "0.9": 0.85 / 4, "1": 0.85 / 4})
+    assert out["unsure_fraction"] == 0.5
+    assert out["mae_sure"] == pytest.approx(0.025) and out["mae_unsure"] == pytest.approx(0.4)
+    # an uninformative uncertainty: reversed order -> AUROC 0, the certain half holds the errors
+    rev = uncertainty_metrics(pred, true, unc[::-1])
+    assert rev["auroc_error"] == 0.0 and rev["mae_at_coverage"]["0.5"] == pytest.approx(0.4)
+    assert "unsure_fraction" not in rev
+    with pytest.raises(ValueError, match="same size"):
+        uncertainty_metrics(pred, true, unc[:3])
+    # non-finite entries are dropped, not counted as errors
+    assert uncertainty_metrics(np.r_[pred, np.nan], np.r_[true, 0.5], np.r_[unc, 0.9])["n"] == 4

@@ -100,6 +100,7 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
 
     scorer = load_quality_predictor(run_dir / "checkpoints" / "last.ckpt")
     assert scorer.meta["task"] == "quality" and scorer.image_size == [32, 32] and scorer.classes == ds.classes
+    assert 0.0 <= scorer.uncertainty_reference <= 1.0  # decoder model: set at every validation
     model = trainer._raw_model().eval()
     with torch.no_grad():
         expected = trainer.predict_val(model)[model.readout]
@@ -192,6 +193,9 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
         assert "train/truth_map_loss" in next(csv.reader(fh))
     scorer = load_quality_predictor(fit.best_path)
     assert scorer.model.truth_decoder
+    # the validation masks' score uncertainty (90th percentile) is the reference a user's scores meet
+    _, val_unc = trainer.predict_val(trainer._raw_model().eval(), with_uncertainty=True)
+    assert scorer.uncertainty_reference == pytest.approx(float(torch.quantile(val_unc.flatten(), 0.9)), abs=1e-5)
     # readout "auto": the checkpoint keeps the readout with the lower validation MAE at that iteration
     best = next(h for h in fit.history if h["iteration"] == fit.best_iteration)
     assert scorer.model.readout == min(("fused", "agreement"), key=lambda k: best[f"val/mae_{k}"])

@@ -121,6 +121,12 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
         groups = tm.get("by_group", {})
         low = f"; lowest group {min(groups, key=groups.get)}: {min(groups.values()):.3f}" if groups else ""
         print(f"predictor's estimate of the truth (true mask given): Dice {tm['dice']:.3f}{low}")
+    for name in ("synthetic", "real"):
+        u = report.get(name, {}).get("uncertainty")
+        if u:
+            print(f"{name} score uncertainty: MAE of the 80% most certain {u['mae_at_coverage']['0.8']:.3f} "
+                  f"(all {u['mae_at_coverage']['1']:.3f}); detects errors > {u['error_threshold']:g} "
+                  f"with AUROC {u['auroc_error']:.3f}")
     sc = report["shortcuts"]
     print(f"\nshortcut tests: black image |Δ| {sc['black_image']['mean_abs_change']:.3f}, "
           f"shuffled images |Δ| {sc['shuffled_images']['mean_abs_change']:.3f}")
@@ -151,6 +157,10 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
     n_overlays = sum("overlay" in r for r in rows)
     if n_overlays:
         print(f"{n_overlays} overlay(s) in {args.overlays} (green: the predictor's estimate of the truth)")
+    unsure = [r["case_id"] for r in rows if r.get("unsure")]
+    if unsure:
+        print(f"{len(unsure)} score(s) the predictor is unsure of (review whatever the score): "
+              + ", ".join(unsure[:10]) + (" ..." if len(unsure) > 10 else ""))
     if args.flag_below is not None:
         flagged = flagged_rows(rows, args.flag_below)
         print(f"{len(flagged)} case(s) with predicted Dice below {args.flag_below} (worst first):")

@@ -30,7 +30,12 @@ from ..data.case import Case
 from ..evaluation.inference import Segmenter
 from ..evaluation.metrics import foreground_dice
 from .corruptions import dice_per_class
-from .metrics import format_quality_table, quality_report, regression_metrics
+from .metrics import (
+    format_quality_table,
+    quality_report,
+    regression_metrics,
+    uncertainty_metrics,
+)
 from .sampler import SamplerConfig, VariableQualitySampler
 from .scoring import QualityScorer
 
@@ -176,21 +181,28 @@ class MaskOnlyBaseline:
 
 # --------------------------------------------------------------------------- real networks
 def real_network_pairs(scorer: QualityScorer, cases: Sequence[Case], snapshots: Sequence[str | Path],
-                       device: Any = "cpu", progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                       device: Any = "cpu", progress: bool = False, return_uncertainty: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
     """Hard predictions of ``snapshots`` on ``cases``: (predicted Dice, true Dice at the original
-    resolution, source names), each ``(N * S, K)``."""
+    resolution, source names, score uncertainty or ``None``), arrays ``(N * S, K)``."""
     from tqdm.auto import tqdm
 
     segs = [(Path(p).stem, Segmenter.from_checkpoint(p, device=device)) for p in snapshots]
-    preds, trues, names = [], [], []
+    preds, trues, uncs, names = [], [], [], []
     for case in tqdm(cases, desc="quality eval (real nets)", disable=not progress, dynamic_ncols=True):
         for name, seg in segs:
             label = seg.predict(case)
             trues.append(foreground_dice(label, case.label, len(scorer.classes)))
-            preds.append(scorer.score(case, label))
+            if return_uncertainty:
+                dice, unc = scorer.score(case, label, return_uncertainty=True)
+                uncs.append(unc)
+            else:
+                dice = scorer.score(case, label)
+            preds.append(dice)
             names.append(name)
     k = scorer.num_fg
-    return (np.asarray(preds).reshape(-1, k), np.asarray(trues).reshape(-1, k), names)
+    unc_arr = np.asarray(uncs).reshape(-1, k) if return_uncertainty else None
+    return np.asarray(preds).reshape(-1, k), np.asarray(trues).reshape(-1, k), names, unc_arr
 
 
 # --------------------------------------------------------------------------- PH2 fixed set
@@ -287,9 +299,16 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     sampler = _eval_sampler(scorer)
     fixed = sampler.fixed_masks(truth, seed, k)
     img_rows = images[fixed.index]
-    pred = scorer.predict(img_rows, fixed.masks)
+    unc = None
+    if scorer.has_truth_map:  # the score's own uncertainty comes from the same pass
+        pred, unc = scorer.predict(img_rows, fixed.masks, return_uncertainty=True)
+    else:
+        pred = scorer.predict(img_rows, fixed.masks)
     true = fixed.dice.cpu()
     report["synthetic"] = _section(pred.numpy(), true.numpy(), classes, out_dir, "synthetic", fixed.category, tables)
+    if unc is not None:
+        report["synthetic"]["uncertainty"] = uncertainty_metrics(pred.numpy(), true.numpy(), unc.numpy(),
+                                                                 scorer.uncertainty_reference)
     report["synthetic"]["by_category"] = _by_key(pred.numpy(), true.numpy(), fixed.category)
     # why: held-out sequences/patients differ in difficulty, and one bad group can dominate the mean
     groups = [cases[int(i)].group for i in owner[fixed.index.cpu()]]
@@ -326,8 +345,11 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
 
     # (b) real networks never seen in training
     if real_snapshots:
-        r_pred, r_true, names = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress)
+        r_pred, r_true, names, r_unc = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress,
+                                                          return_uncertainty=scorer.has_truth_map)
         report["real"] = _section(r_pred, r_true, classes, out_dir, "real", names, tables)
+        if r_unc is not None:
+            report["real"]["uncertainty"] = uncertainty_metrics(r_pred, r_true, r_unc, scorer.uncertainty_reference)
         report["real"]["snapshots"] = [str(p) for p in real_snapshots]
 
     # (d) the published fixed PH2 mask set
@@ -374,6 +396,23 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += ["| group | estimated-truth Dice |", "|---|---|"]
             lines += [f"| {g} | {v:.3f} |" for g, v in tm["by_group"].items()]
             lines.append("")
+    unc_rows = [(name, report[name]["uncertainty"]) for name in ("synthetic", "real")
+                if "uncertainty" in report.get(name, {})]
+    if unc_rows:
+        covs = list(unc_rows[0][1]["mae_at_coverage"])
+        lines += ["## Does the score's uncertainty point at its errors?", "",
+                  "Uncertainty: the decoder's entropy over the structure it sees. MAE of the most certain "
+                  "fraction of the scores (coverage), and how well the uncertainty detects errors above "
+                  f"{unc_rows[0][1]['error_threshold']:g}.", "",
+                  "| masks | Spearman(uncertainty, abs error) | AUROC | " + " | ".join(f"MAE @ {c}" for c in covs)
+                  + " | unsure (> val p90) | MAE sure / unsure |",
+                  "|---|---|---|" + "---|" * len(covs) + "---|---|"]
+        for name, u in unc_rows:
+            ref = (f"{u['unsure_fraction']:.2f} | {u['mae_sure']:.3f} / {u['mae_unsure']:.3f}"
+                   if "unsure_fraction" in u else "n/a | n/a")
+            lines.append(f"| {name} | {u['spearman_abs_error']:.3f} | {u['auroc_error']:.3f} | "
+                         + " | ".join(f"{u['mae_at_coverage'][c]:.3f}" for c in covs) + f" | {ref} |")
+        lines.append("")
     if "by_category" in report["synthetic"]:
         lines += ["## Synthetic MAE by sampler category", "", "| category | n | MAE | Spearman |", "|---|---|---|---|"]
         for c, m in report["synthetic"]["by_category"].items():

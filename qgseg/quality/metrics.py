@@ -5,7 +5,9 @@ Three views of the same predictions:
 - regression accuracy (MAE, RMSE, Pearson, Spearman),
 - MAE per bin of *true* Dice (errors usually differ between good and failed masks),
 - failure detection: can ``1 - predicted Dice`` rank masks with true Dice below a threshold first?
-  (AUROC and average precision, implemented here with numpy/scipy so that scikit-learn is not needed).
+  (AUROC and average precision, implemented here with numpy/scipy so that scikit-learn is not needed);
+- and, for predictors that give one, whether the score's own uncertainty tells its large errors
+  apart (:func:`uncertainty_metrics`: selective prediction, MAE of the most certain fraction).
 
 Non-finite pairs (e.g. Dice undefined for a class absent from both masks) are dropped before scoring.
 """
@@ -26,6 +28,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "failure_detection",
+    "uncertainty_metrics",
     "quality_report",
     "format_quality_table",
 ]
@@ -154,6 +157,45 @@ def failure_detection(
 
 
 # --------------------------------------------------------------------------- combined report
+def uncertainty_metrics(pred: np.ndarray, true: np.ndarray, uncertainty: np.ndarray,
+                        reference: float | None = None, error_threshold: float = 0.1,
+                        coverages: Sequence[float] = (0.5, 0.8, 0.9, 1.0)) -> dict[str, Any]:
+    """Does a score's uncertainty point at its errors? All arrays have the same shape.
+
+    Returns ``spearman_abs_error`` (rank correlation of uncertainty with ``|pred - true|``),
+    ``auroc_error`` (uncertainty as a detector of errors above ``error_threshold``),
+    ``mae_at_coverage`` (MAE of the most certain fraction of the scores, per coverage: the
+    risk-coverage view of selective prediction) and, with ``reference``, the fraction of scores
+    above it (``unsure_fraction``) and the MAE of the scores at or below / above it.
+    """
+    u = np.asarray(uncertainty, dtype=np.float64).ravel()
+    p, t = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
+    if not (u.shape == p.shape == t.shape):
+        raise ValueError(f"pred {p.shape}, true {t.shape} and uncertainty {u.shape} must have the same size")
+    keep = np.isfinite(u) & np.isfinite(p) & np.isfinite(t)
+    u, err = u[keep], np.abs(p[keep] - t[keep])
+    out: dict[str, Any] = {"n": int(u.size), "error_threshold": error_threshold,
+                           "spearman_abs_error": math.nan, "auroc_error": math.nan, "mae_at_coverage": {}}
+    if u.size == 0:
+        return out
+    if u.size >= 2 and np.ptp(u) > 0 and np.ptp(err) > 0:
+        out["spearman_abs_error"] = float(stats.spearmanr(u, err)[0])
+    out["auroc_error"] = auroc(err > error_threshold, u)
+    order = np.argsort(u, kind="stable")
+    for c in coverages:
+        if not 0.0 < c <= 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {c}")
+        keep_n = max(1, round(c * u.size))
+        out["mae_at_coverage"][_tkey(c)] = float(err[order[:keep_n]].mean())
+    if reference is not None:
+        unsure = u > reference
+        out["reference"] = float(reference)
+        out["unsure_fraction"] = float(unsure.mean())
+        out["mae_sure"] = float(err[~unsure].mean()) if (~unsure).any() else math.nan
+        out["mae_unsure"] = float(err[unsure].mean()) if unsure.any() else math.nan
+    return out
+
+
 def _summary(pred: np.ndarray, true: np.ndarray, bins: Sequence[float], thresholds: Sequence[float]) -> dict[str, Any]:
     out: dict[str, Any] = regression_metrics(pred, true)
     out.update(failure_detection(pred, true, thresholds))

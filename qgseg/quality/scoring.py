@@ -124,17 +124,37 @@ class QualityScorer:
 
     # ---------------------------------------------------------------- prediction
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Predicted Dice ``(N, K)`` for prepared tensors, in batches (CPU tensor)."""
+    def predict(self, images: torch.Tensor, masks: torch.Tensor, return_uncertainty: bool = False):
+        """Predicted Dice ``(N, K)`` for prepared tensors, in batches (CPU tensor).
+
+        ``return_uncertainty=True`` (truth-map predictors): ``(Dice, uncertainty)``, both ``(N, K)``,
+        from the same passes (:func:`~qgseg.quality.predictor.truth_uncertainty`).
+        """
+        if return_uncertainty and not self.has_truth_map:
+            raise ValueError("score uncertainty needs a predictor with a truth-map decoder")
+        k = self.num_fg
+
+        def one_view(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            out = self.model(x, m, return_uncertainty=return_uncertainty)
+            return torch.cat(out, dim=1).float() if return_uncertainty else out.float()  # (B, K or 2K)
 
         def dice(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             if not self.tta:
-                return self.model(x, m)
+                return one_view(x, m)
             views = [()] + [(d,) for d in range(2, x.ndim)]
-            return torch.stack([self.model(x.flip(v), m.flip(v)).float() for v in views]).mean(0)
+            return torch.stack([one_view(x.flip(v), m.flip(v)) for v in views]).mean(0)
 
         out = self._batched(dice, images, masks)
-        return out if out is not None else torch.zeros(0, self.num_fg)
+        if out is None:
+            out = torch.zeros(0, 2 * k if return_uncertainty else k)
+        return (out[:, :k], out[:, k:]) if return_uncertainty else out
+
+    @property
+    def uncertainty_reference(self) -> float | None:
+        """The 90th percentile of the score uncertainty on the predictor's validation masks (stored
+        in the checkpoint at training); a score above it is less certain than 90% of those."""
+        ref = self.meta.get("uncertainty_p90")
+        return None if ref is None else float(ref)
 
     def _batched(self, fn, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | None:
         """``fn(images, masks)`` over batches on the scorer's device, concatenated on the CPU (float)."""
@@ -176,8 +196,9 @@ class QualityScorer:
         label = label[0] if not slice_dims else label.movedim(0, slice_axis(case))
         return label.numpy().astype(np.uint8)
 
-    def score(self, case: Case, mask: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Predicted Dice per foreground class, ``(K,)``.
+    def score(self, case: Case, mask: np.ndarray | torch.Tensor, return_uncertainty: bool = False):
+        """Predicted Dice per foreground class, ``(K,)``; with ``return_uncertainty`` also the
+        score's uncertainty ``(K,)`` (truth-map predictors).
 
         For a 3D case scored by a 2D predictor the per-slice predictions are averaged, weighted
         by each slice's mask area (plus a small floor so empty slices still count a little):
@@ -185,12 +206,15 @@ class QualityScorer:
         """
         images = self.prepare_image(case)
         masks = self.prepare_mask(mask, case)
-        pred = self.predict(images, masks)  # (N, K)
-        if pred.shape[0] == 1:
-            return pred[0].numpy()
-        area = masks.flatten(2).sum(-1)  # (N, K)
-        weights = area + 1e-3 * area.sum(0, keepdim=True).clamp_min(1)  # why: keep empty slices in play
-        return ((pred * weights).sum(0) / weights.sum(0)).numpy()
+        out = self.predict(images, masks, return_uncertainty=return_uncertainty)
+        parts = out if return_uncertainty else (out,)
+        if images.shape[0] == 1:
+            values = [p[0].numpy() for p in parts]
+        else:
+            area = masks.flatten(2).sum(-1)  # (N, K)
+            weights = area + 1e-3 * area.sum(0, keepdim=True).clamp_min(1)  # why: keep empty slices in play
+            values = [((p * weights).sum(0) / weights.sum(0)).numpy() for p in parts]
+        return tuple(values) if return_uncertainty else values[0]
 
 
 def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu", best: bool = True,
@@ -225,7 +249,9 @@ def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str |
     estimate of the true outline, so a reviewer sees *where* it thinks the mask is wrong.
 
     Returns ``(rows, problems)``: one row per pair ``{"case_id", "image", "mask", <class>: Dice, ...,
-    "min_dice"}`` and human-readable pairing problems (unpaired / ambiguous files).
+    "min_dice"}`` and human-readable pairing problems (unpaired / ambiguous files). Truth-map
+    predictors add ``<class>_uncertainty`` and, when the checkpoint holds its validation
+    reference, ``unsure`` (an uncertainty above the 90th percentile of its validation masks).
     """
     from ..data.io import list_image_files, read_image, read_mask
     from ..data.pairing import pair_files
@@ -245,8 +271,15 @@ def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str |
         if tuple(mask.shape) != case.spatial_shape:
             problems.append(f"{mask_path}: mask shape {mask.shape} != image shape {case.spatial_shape}; skipped")
             continue
-        dice = scorer.score(case, mask)
         row: dict[str, Any] = {"case_id": case_id, "image": str(img_path), "mask": str(mask_path)}
+        if scorer.has_truth_map:
+            dice, unc = scorer.score(case, mask, return_uncertainty=True)
+            row.update({f"{name}_uncertainty": float(u) for name, u in zip(scorer.fg_classes, unc)})
+            ref = scorer.uncertainty_reference
+            if ref is not None:
+                row["unsure"] = bool(np.max(unc) > ref)
+        else:
+            dice = scorer.score(case, mask)
         row.update({name: float(v) for name, v in zip(scorer.fg_classes, dice)})
         row["min_dice"] = float(np.min(dice))
         if overlay_dir is not None and scorer.has_truth_map and (overlay_below is None
@@ -295,34 +328,51 @@ def write_qc_report(rows: list[dict[str, Any]], path: str | Path, classes: Seque
                f"{col.min():.3f} |")
         lines.append(row + (f" {int((col < flag_below).sum())} |" if flag_below is not None else ""))
     lines += ["", f"![predicted Dice]({hist.name})", ""]
+    has_unc = bool(rows) and f"{classes[0]}_uncertainty" in rows[0]
+
+    def table(selected: list[dict[str, Any]]) -> list[str]:
+        head = "| case | " + " | ".join(classes) + (" | uncertainty |" if has_unc else " |") + " overlay |"
+        out = [head, "|---|" + "---|" * (len(classes) + 1 + has_unc)]
+        for r in selected:
+            link = ""
+            if "overlay" in r:
+                target = Path(r["overlay"])
+                try:  # relative links keep the report readable when the folder is moved
+                    target = Path(os.path.relpath(target, path.parent))
+                except ValueError:  # another drive (Windows)
+                    pass
+                link = f"[png]({target.as_posix()})"
+            unc = f" {max(r[f'{c}_uncertainty'] for c in classes):.3f} |" if has_unc else ""
+            out.append(f"| {r['case_id']} | " + " | ".join(f"{r[c]:.3f}" for c in classes) + f" |{unc} {link} |")
+        return [*out, ""]
+
     if flag_below is not None:
         flagged = flagged_rows(rows, flag_below)
         lines += [f"## To review: {len(flagged)} case(s) with a predicted Dice below {flag_below:g} (worst first)", ""]
-        if flagged:
-            lines += ["| case | " + " | ".join(classes) + " | overlay |", "|---|" + "---|" * (len(classes) + 1)]
-            for r in flagged:
-                link = ""
-                if "overlay" in r:
-                    target = Path(r["overlay"])
-                    try:  # relative links keep the report readable when the folder is moved
-                        target = Path(os.path.relpath(target, path.parent))
-                    except ValueError:  # another drive (Windows)
-                        pass
-                    link = f"[png]({target.as_posix()})"
-                lines.append(f"| {r['case_id']} | " + " | ".join(f"{r[c]:.3f}" for c in classes) + f" | {link} |")
-            lines.append("")
+        lines += table(flagged) if flagged else []
+    if rows and "unsure" in rows[0]:
+        unsure = sorted((r for r in rows if r["unsure"]),
+                        key=lambda r: -max(r[f"{c}_uncertainty"] for c in classes))
+        lines += [f"## The predictor is unsure of {len(unsure)} score(s)", "",
+                  "Its estimate of the structure is less certain than for 90% of its validation masks, so "
+                  "these scores are less reliable: review them whatever their value (most uncertain first).", ""]
+        lines += table(unsure) if unsure else []
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def write_scores_csv(rows: list[dict[str, Any]], path: str | Path, classes: Sequence[str]) -> Path:
-    """CSV with ``case_id`` and one predicted-Dice column per foreground class (+ ``min_dice``)."""
+    """CSV with ``case_id`` and one predicted-Dice column per foreground class (+ ``min_dice``), then
+    ``<class>_uncertainty`` and ``unsure`` when the rows have them (truth-map predictors)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cols = ["case_id", *classes, "min_dice"]
+    numeric = [*classes, "min_dice"]
+    if rows and f"{classes[0]}_uncertainty" in rows[0]:
+        numeric += [f"{c}_uncertainty" for c in classes]
+    flags = ["unsure"] if rows and "unsure" in rows[0] else []
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(cols)
+        w.writerow(["case_id", *numeric, *flags])
         for r in rows:
-            w.writerow([r["case_id"]] + [f"{r[c]:.4f}" for c in cols[1:]])
+            w.writerow([r["case_id"]] + [f"{r[c]:.4f}" for c in numeric] + [int(r[c]) for c in flags])
     return path

@@ -115,6 +115,7 @@ class QualityTrainer(BaseTrainer):
         self._val_cases = val_cases
         self._prev_step_start: float | None = None
         self._prev_gen_s = 0.0
+        self.uncertainty_p90: float | None = None  # of the validation masks, set by validate()
         self._dice_loss = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
 
     # ---------------------------------------------------------------- data
@@ -187,7 +188,8 @@ class QualityTrainer(BaseTrainer):
         return {"task": "quality", "predictor": model.config(), "classes": self.classes,
                 "image_channels": self.image_channels, "image_size": list(self.size),
                 "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
-                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name}
+                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name,
+                "uncertainty_p90": self.uncertainty_p90}
 
     # ---------------------------------------------------------------- steps
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -245,26 +247,39 @@ class QualityTrainer(BaseTrainer):
         truth = truth.to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, truth) + self._dice_loss(logits, truth)
 
-    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None,
+                    with_uncertainty: bool = False):
         """Predictions on the fixed validation masks (``images`` overrides the val images), per readout:
-        ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise."""
+        ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise.
+        ``with_uncertainty`` (decoder models): ``(readouts, uncertainty (N, K))`` from the same passes."""
         images = self.val_images if images is None else images
         out: dict[str, list[torch.Tensor]] = {}
+        unc: list[torch.Tensor] = []
         bs = max(1, self.cfg.quality.batch_size)
         for i in range(0, len(self.val_index), bs):
             sl = slice(i, i + bs)
             x = images[self.val_index[sl]].to(self.device)
             m = self.val_masks[sl].to(self.device)
-            for name, dice in model(x, m, return_readouts=True).items():  # every readout from one pass
+            readouts = model(x, m, return_readouts=True, return_uncertainty=with_uncertainty)
+            if with_uncertainty:
+                readouts, u = readouts
+                unc.append(u.float().cpu())
+            for name, dice in readouts.items():  # every readout from one pass
                 out.setdefault(name, []).append(dice.float().cpu())
-        return {k: torch.cat(v) for k, v in out.items()}
+        preds = {k: torch.cat(v) for k, v in out.items()}
+        return (preds, torch.cat(unc)) if with_uncertainty else preds
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics of the model's readout. With ``quality.readout: auto`` the readout with
         the lower validation MAE is chosen here and stored in the model (hence in its checkpoint)."""
-        preds = self.predict_val(model)
-        maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
         raw = self._raw_model()
+        if raw.decoder is not None:
+            preds, unc = self.predict_val(model, with_uncertainty=True)
+            # the reference a user's scores are compared with ("unsure" above it); saved with best.ckpt
+            self.uncertainty_p90 = float(torch.quantile(unc.flatten(), 0.9))
+        else:
+            preds = self.predict_val(model)
+        maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
         if len(preds) > 1 and self.cfg.quality.readout == "auto":
             raw.readout = min(maes, key=lambda k: maes[k])
         chosen = preds[getattr(raw, "readout", "fused")].numpy()
