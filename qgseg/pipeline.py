@@ -80,12 +80,20 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
 
     true_by_id = {r["case_id"]: r for r in rows}
     fg = segmenter.spec.classes[1:]
+    with_unc = getattr(scorer, "has_truth_map", False)
+    ref = scorer.uncertainty_reference if with_unc else None
     out = []
     for case in cases:
         mask = predictions[case.case_id] if predictions is not None else segmenter.predict(case)
-        predicted = scorer.score(case, mask)
         true = [true_by_id[case.case_id][c]["dice"] for c in fg]
+        if with_unc:
+            predicted, unc = scorer.score(case, mask, return_uncertainty=True)
+        else:
+            predicted, unc = scorer.score(case, mask), None
         out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true})
+        if unc is not None:
+            out[-1]["uncertainty"] = [float(v) for v in unc]
+            out[-1]["unsure"] = ref is not None and float(max(unc)) > ref
         if min(predicted) < flag_below and getattr(scorer, "has_truth_map", False):
             # why: show the reviewer where the predictor thinks the mask is wrong
             save_qc_overlay(scorer, case, mask, out_dir / "overlays" / f"{case.case_id}.png", float(min(predicted)))
@@ -94,12 +102,16 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "qc.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["case_id"] + [f"predicted_dice_{c}" for c in fg] + [f"true_dice_{c}" for c in fg])
+        writer.writerow(["case_id"] + [f"predicted_dice_{c}" for c in fg] + [f"true_dice_{c}" for c in fg]
+                        + ([f"uncertainty_{c}" for c in fg] + ["unsure"] if with_unc else []))
         for r in out:
-            writer.writerow([r["case_id"], *r["predicted"], *r["true"]])
+            extra = [*r["uncertainty"], int(r["unsure"])] if with_unc else []
+            writer.writerow([r["case_id"], *r["predicted"], *r["true"], *extra])
     scatter_pred_vs_true(pred, true, out_dir / "qc_predicted_vs_true.png", title="QC of the segmenter's test masks")
     flagged = sorted((r for r in out if min(r["predicted"]) < flag_below), key=lambda r: min(r["predicted"]))
-    return {"metrics": regression_metrics(pred.ravel(), true.ravel()), "flagged": flagged, "rows": out}
+    unsure = [r for r in out if r.get("unsure")]
+    return {"metrics": regression_metrics(pred.ravel(), true.ravel()), "flagged": flagged, "unsure": unsure,
+            "rows": out}
 
 
 def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
@@ -135,7 +147,7 @@ def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
                               f"{real.get('mae', float('nan')):.3f}"),
         ("QC of segmenter", f"predicted vs true Dice on {len(qc['rows'])} test masks: MAE "
                             f"{qc['metrics']['mae']:.3f}, Spearman {qc['metrics']['spearman']:.3f}; "
-                            f"{len(qc['flagged'])} flagged below 0.7"),
+                            f"{len(qc['flagged'])} flagged below 0.7, {len(qc['unsure'])} unsure"),
         ("wall time", f"{wall:.0f} s"),
         ("run folder", str(run_dir)),
     ]

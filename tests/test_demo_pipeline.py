@@ -22,7 +22,10 @@ def test_demo_writes_the_whole_run_folder(tmp_path, capsys):
                 "qc/qc_predicted_vs_true.png"]:
         assert (run / rel).is_file(), rel
     assert list((run / "eval" / "overlays").glob("*.png"))
-    assert len((run / "qc" / "qc.csv").read_text().splitlines()) == 1 + 3  # header + 3 test cases
+    qc_lines = (run / "qc" / "qc.csv").read_text().splitlines()
+    assert len(qc_lines) == 1 + 3  # header + 3 test cases
+    assert qc_lines[0].endswith("uncertainty_lesion,unsure"), "the demo predictor has a truth-map decoder"
+    assert "unsure" in next(line for line in out.splitlines() if line.startswith("QC of segmenter"))
 
 
 def test_qc_reuses_evaluation_predictions(tmp_path):
@@ -52,6 +55,19 @@ def test_qc_reuses_evaluation_predictions(tmp_path):
     qc = quality_control(Scorer(), NoPredict(), cases, rows, tmp_path / "qc", predictions=preds)
     assert [r["predicted"] for r in qc["rows"]] == [[1.0], [0.0]]
     assert [r["case_id"] for r in qc["flagged"]] == ["b"]
+
+    class UnsureScorer(Scorer):  # a truth-map predictor: each score comes with its uncertainty
+        has_truth_map = True
+        uncertainty_reference = 0.5
+
+        def score(self, case, mask, return_uncertainty=False):
+            dice = super().score(case, mask)
+            return (dice, np.array([0.9 if case.case_id == "a" else 0.1])) if return_uncertainty else dice
+
+    qc = quality_control(UnsureScorer(), NoPredict(), cases, rows, tmp_path / "qc2", flag_below=-1.0,
+                         predictions=preds)  # nothing flagged: the stub cases have no image to overlay
+    assert [r["case_id"] for r in qc["unsure"]] == ["a"]
+    assert (tmp_path / "qc2" / "qc.csv").read_text().splitlines()[1] == "a,1.0,0.9,0.9,1"
 
 
 def test_plotting_leaves_the_matplotlib_backend_alone(tmp_path):
