@@ -27,6 +27,17 @@ def setup(tmp_path_factory):
     return {"root": root, "data": data, "ckpt": ckpt}
 
 
+def _truth_map_checkpoint(path, **meta):
+    """An untrained truth-map (decoder) predictor saved as a quality checkpoint; ``meta`` adds keys."""
+    torch.manual_seed(0)
+    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
+                             decoder_channels=8, readout="agreement")
+    full = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
+            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True,
+            **meta}
+    return save_checkpoint({"model": model.state_dict(), "meta": full}, path)
+
+
 def test_score_writes_csv_and_flags_worst_first(setup, capsys):
     out = setup["root"] / "scores.csv"
     code = main(["quality", "score", "--predictor", str(setup["ckpt"]), "--images", str(setup["data"] / "images"),
@@ -76,12 +87,7 @@ def test_eval_command(setup, capsys):
 def test_eval_reports_how_well_a_truth_map_predictor_recognises_the_structure(setup, capsys):
     import json
 
-    torch.manual_seed(0)
-    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
-                             decoder_channels=8, readout="agreement")
-    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
-            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True}
-    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / "qtm_eval.ckpt")
+    ckpt = _truth_map_checkpoint(setup["root"] / "qtm_eval.ckpt")
     out = setup["root"] / "eval_tm"
     assert main(["quality", "eval", "--predictor", str(ckpt), str(setup["data"]), "--split", "test",
                  "--output", str(out), "--masks-per-image", "2"]) == 0
@@ -108,12 +114,7 @@ def test_score_overlays_show_the_estimated_truth(setup, capsys):
     from qgseg.data.case import Case
     from qgseg.quality.scoring import load_quality_predictor
 
-    torch.manual_seed(0)
-    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
-                             decoder_channels=8, readout="agreement")
-    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
-            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True}
-    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / "qtm.ckpt")
+    ckpt = _truth_map_checkpoint(setup["root"] / "qtm.ckpt")
     over = setup["root"] / "overlays"
     code = main(["quality", "score", "--predictor", str(ckpt), "--images", str(setup["data"] / "images"),
                  "--masks", str(setup["data"] / "masks"), "--output", str(setup["root"] / "s2.csv"),
@@ -144,13 +145,7 @@ def test_score_overlays_show_the_estimated_truth(setup, capsys):
 def test_score_reports_the_uncertainty_of_each_score(setup, capsys, reference, n_unsure):
     """Truth-map predictors add per-class uncertainty columns; against the checkpoint's validation
     reference a score is "unsure" (CSV flag, CLI line, report section)."""
-    torch.manual_seed(0)
-    model = QualityPredictor(2, 1, 1, depth=10, width=[4, 4, 8, 8], no_max_pool=True, truth_decoder=True,
-                             decoder_channels=8, readout="agreement")
-    meta = {"task": "quality", "predictor": model.config(), "classes": ["background", "lesion"],
-            "image_channels": 1, "image_size": [32, 32], "normalize": "auto", "spatial_dims": 2, "resize": True,
-            "uncertainty_p90": reference}
-    ckpt = save_checkpoint({"model": model.state_dict(), "meta": meta}, setup["root"] / f"qu_{reference}.ckpt")
+    ckpt = _truth_map_checkpoint(setup["root"] / f"qu_{reference}.ckpt", uncertainty_p90=reference)
     out = setup["root"] / f"unc_{reference}.csv"
     assert main(["quality", "score", "--predictor", str(ckpt), "--images", str(setup["data"] / "images"),
                  "--masks", str(setup["data"] / "masks"), "--output", str(out)]) == 0
