@@ -196,6 +196,16 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
     # the validation masks' score uncertainty (90th percentile) is the reference a user's scores meet
     _, val_unc = trainer.predict_val(trainer._raw_model().eval(), with_uncertainty=True)
     assert scorer.uncertainty_reference == pytest.approx(float(torch.quantile(val_unc.flatten(), 0.9)), abs=1e-5)
+    # a checkpoint from before the reference existed gets it from the same validation masks
+    from qgseg.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    old = load_checkpoint(fit.best_path)
+    old["meta"].pop("uncertainty_p90")
+    older = save_checkpoint(old, tiny["root"] / "older.ckpt")
+    assert load_quality_predictor(older).uncertainty_reference is None
+    assert trainer.add_uncertainty_reference(older) and not trainer.add_uncertainty_reference(older)
+    assert load_quality_predictor(older).uncertainty_reference == pytest.approx(scorer.uncertainty_reference,
+                                                                                abs=1e-5)
     # readout "auto": the checkpoint keeps the readout with the lower validation MAE at that iteration
     best = next(h for h in fit.history if h["iteration"] == fit.best_iteration)
     assert scorer.model.readout == min(("fused", "agreement"), key=lambda k: best[f"val/mae_{k}"])

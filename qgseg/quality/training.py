@@ -29,6 +29,7 @@ from ..data.augment import intensity_augment, spatial_augment_many
 from ..data.case import Case
 from ..data.preprocess import TensorBank
 from ..data.run_data import RunData, prepare_run_data
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
 from .metrics import regression_metrics
@@ -276,7 +277,7 @@ class QualityTrainer(BaseTrainer):
         if raw.decoder is not None:
             preds, unc = self.predict_val(model, with_uncertainty=True)
             # the reference a user's scores are compared with ("unsure" above it); saved with best.ckpt
-            self.uncertainty_p90 = float(torch.quantile(unc.flatten(), 0.9))
+            self.uncertainty_p90 = _p90(unc)
         else:
             preds = self.predict_val(model)
         maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
@@ -291,6 +292,28 @@ class QualityTrainer(BaseTrainer):
             for part, rows in (("synthetic", ~self.val_is_weak), ("weak", self.val_is_weak)):
                 out[f"val/mae_{part}"] = regression_metrics(chosen[rows.numpy()], self.val_dice[rows].numpy())["mae"]
         return out
+
+
+    def add_uncertainty_reference(self, path: str | Path) -> bool:
+        """Give a truth-map checkpoint saved without it (runs older than the score uncertainty) its
+        reference, from this trainer's fixed validation masks; rewrites it atomically. Returns
+        whether the checkpoint changed."""
+        state = load_checkpoint(path)
+        meta = state.get("meta") or {}
+        if meta.get("uncertainty_p90") is not None or not meta.get("predictor", {}).get("truth_decoder"):
+            return False
+        model = QualityPredictor.from_config(meta["predictor"])
+        model.load_state_dict(state["model"])
+        model.to(self.device).eval()
+        with torch.no_grad():
+            _, unc = self.predict_val(model, with_uncertainty=True)
+        state["meta"] = {**meta, "uncertainty_p90": _p90(unc)}
+        save_checkpoint(state, path)
+        return True
+
+
+def _p90(values: torch.Tensor) -> float:
+    return float(torch.quantile(values.flatten().float(), 0.9))
 
 
 # --------------------------------------------------------------------------- workflow
@@ -357,6 +380,8 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
                               "checkpoint": str(fit.best_path)}
     if not trainer.is_main or not evaluate:
         return result
+    if trainer.add_uncertainty_reference(fit.best_path):  # a run trained before the reference existed
+        print(f"added the validation score-uncertainty reference to {fit.best_path}")
 
     # 3. evaluation on the test split: synthetic + unseen real networks + shortcuts + PH2 fixed set
     t0 = time.time()
