@@ -152,7 +152,12 @@ def test_train_quality_predictor_end_to_end(tiny, capsys):
     assert Path(result["checkpoint"]).is_file()
     assert len(result["weak_snapshots"]) == 1
     assert "synthetic" in result["eval"] and "real" in result["eval"]
-    assert "qgseg quality summary" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "qgseg quality summary" in printed
+    # the default predictor has a truth-map decoder: recognition and score certainty are summarised,
+    # and a fresh checkpoint already holds its uncertainty reference
+    assert "recognition" in printed and "unsure " in printed.split("score certainty", 1)[1].splitlines()[0]
+    assert "added the validation score-uncertainty reference" not in printed
 
 
 def test_ph2_fixed_set(shared_data, tmp_path):

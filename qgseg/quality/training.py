@@ -407,6 +407,19 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
                                f"Pearson {_fmt(syn['pearson'])}  AUROC<0.7 {_fmt(syn.get('auroc_0.7'))}  "
                                f"(n={syn['n']})")]
     rows += [("largest error", line) for line in largest_errors(report["synthetic"])]
+    if "truth_map" in report:
+        tm = report["truth_map"]
+        low = min(tm["by_group"].items(), key=lambda kv: kv[1]) if "by_group" in tm else None
+        rows.append(("recognition", f"Dice of its estimated truth (true mask given) {_fmt(tm['dice'])}"
+                                    + (f"; lowest group {low[0]}: {_fmt(low[1])}" if low else "")))
+    unc = report["synthetic"].get("uncertainty")
+    if unc:
+        cov = unc["mae_at_coverage"]
+        rows.append(("score certainty", f"MAE of the 50% / 80% most certain scores {_fmt(cov['0.5'])} / "
+                                        f"{_fmt(cov['0.8'])}; AUROC for errors > {unc['error_threshold']:g} "
+                                        f"{_fmt(unc['auroc_error'])}"
+                                        + (f"; unsure {unc['unsure_fraction']:.0%}" if "unsure_fraction" in unc
+                                           else "")))
     if "real" in report:
         r = report["real"]["all"]
         rows.append(("test real nets", f"MAE {_fmt(r['mae'])}  Spearman {_fmt(r['spearman'])}  (n={r['n']})"))
