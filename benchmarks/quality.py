@@ -101,7 +101,7 @@ def main() -> None:
     for part in ("synthetic", "real"):
         u = out[f"{part}_uncertainty"]
         if u:
-            rows.append((f"{part}: MAE of the 50% / 80% most certain scores; AUROC(|err|>0.1)",
+            rows.append((f"{part}: MAE of the 50% / 80% most certain scores; AUROC(abs error > 0.1)",
                          f"{f(u['mae_at_coverage']['0.5'])} / {f(u['mae_at_coverage']['0.8'])}; "
                          f"{f(u['auroc_error'])}"))
     if "ph2_fixed" in out:
