@@ -354,8 +354,9 @@ def write_qc_report(rows: list[dict[str, Any]], path: str | Path, classes: Seque
         unsure = sorted((r for r in rows if r["unsure"]),
                         key=lambda r: -max(r[f"{c}_uncertainty"] for c in classes))
         lines += [f"## The predictor is unsure of {len(unsure)} score(s)", "",
-                  "Its estimate of the structure is less certain than for 90% of its validation masks, so "
-                  "these scores are less reliable: review them whatever their value (most uncertain first).", ""]
+                  "Its estimate of the structure is less certain than for 90% of its validation masks. Such "
+                  "scores tend to be less reliable (how much for this predictor: the uncertainty section of its "
+                  "`qgseg quality eval` report); review them whatever their value (most uncertain first).", ""]
         lines += table(unsure) if unsure else []
     path.write_text("\n".join(lines) + "\n")
     return path
