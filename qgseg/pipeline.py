@@ -80,7 +80,7 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
 
     true_by_id = {r["case_id"]: r for r in rows}
     fg = segmenter.spec.classes[1:]
-    with_unc = getattr(scorer, "has_truth_map", False)
+    with_unc = hasattr(scorer, "uncertainty_reference")  # a QualityScorer (tests pass simpler stand-ins)
     ref = scorer.uncertainty_reference if with_unc else None
     out = []
     for case in cases:

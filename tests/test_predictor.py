@@ -15,7 +15,6 @@ from qgseg.quality.predictor import (
     probs_to_fg,
     agreement_dice,
     soft_dice,
-    truth_uncertainty,
 )
 
 W = 4  # stage widths [4, 8, 16, 32]: keeps every test well under a second on CPU
@@ -234,33 +233,3 @@ def test_return_readouts_gives_every_readout_of_one_pass() -> None:
     plain = QualityPredictor(2, 1, 2, depth=10, width=8).eval()
     with torch.no_grad():
         assert set(plain(image, masks, return_readouts=True)) == {"fused"}
-
-
-def test_truth_uncertainty_is_the_entropy_over_the_decoded_structure() -> None:
-    logits = torch.full((3, 2, 8, 8), -9.0)  # sure: no structure anywhere
-    logits[0, 0, :4] = 0.0  # p = 0.5 on 32 pixels: 1 bit each
-    logits[1, 0, :4] = 9.0  # sure structure: ~0 bits
-    logits[2, 1, :2] = 0.0  # half-sure band (16 px) inside a sure structure (another 16 px)
-    logits[2, 1, 2:4] = 9.0
-    u = truth_uncertainty(logits)
-    assert u.shape == (3, 2) and ((u >= 0) & (u <= 1)).all()
-    assert u[0, 0] == pytest.approx(1.0, abs=1e-4)  # background pixels do not dilute it
-    assert u[1, 0] < 1e-2 and u[0, 1] == 0.0, "nothing decoded -> 0"
-    assert u[2, 1] == pytest.approx(0.5, abs=1e-2)
-
-
-def test_return_uncertainty_comes_from_the_same_pass() -> None:
-    torch.manual_seed(0)
-    model = QualityPredictor(2, 1, 2, depth=10, width=8, truth_decoder=True, readout="agreement").eval()
-    image, masks = torch.randn(3, 1, 32, 32), torch.rand(3, 2, 32, 32)
-    with torch.no_grad():
-        dice, unc = model(image, masks, return_uncertainty=True)
-        torch.testing.assert_close(dice, model(image, masks))
-        readouts, unc2 = model(image, masks, return_readouts=True, return_uncertainty=True)
-        _, truth_logits = model(image, masks, return_truth=True)
-    assert set(readouts) == {"fused", "agreement"}
-    torch.testing.assert_close(unc, unc2)
-    torch.testing.assert_close(unc, truth_uncertainty(truth_logits))
-    plain = QualityPredictor(2, 1, 2, depth=10, width=8).eval()
-    with pytest.raises(ValueError, match="return_uncertainty"):
-        plain(image, masks, return_uncertainty=True)

@@ -46,7 +46,8 @@ def test_score_writes_csv_and_flags_worst_first(setup, capsys):
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 9  # one row per case (4 + 2 + 3 labeled demo cases)
-    assert set(rows[0]) == {"case_id", "lesion", "min_dice"}
+    assert set(rows[0]) == {"case_id", "lesion", "min_dice", "lesion_uncertainty"}  # no reference: no verdict
+    assert all(0.0 <= float(r["lesion_uncertainty"]) <= 0.5 for r in rows)  # a spread of Dice values
     printed = capsys.readouterr().out
     flagged = [line.split()[0] for line in printed.splitlines() if line.startswith("  demo_")]
     assert len(flagged) == 9
@@ -143,9 +144,13 @@ def test_score_overlays_show_the_estimated_truth(setup, capsys):
 
 @pytest.mark.parametrize("reference, n_unsure", [(0.0, 9), (1.0, 0), (None, None)])
 def test_score_reports_the_uncertainty_of_each_score(setup, capsys, reference, n_unsure):
-    """Truth-map predictors add per-class uncertainty columns; against the checkpoint's validation
-    reference a score is "unsure" (CSV flag, CLI line, report section)."""
-    ckpt = _truth_map_checkpoint(setup["root"] / f"qu_{reference}.ckpt", uncertainty_p90=reference)
+    """Each score comes with its uncertainty (spread over flipped views); against the checkpoint's
+    validation reference a score is "unsure" (CSV flag, CLI line, report section)."""
+    from qgseg.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(setup["ckpt"])  # the plain regressor: its views differ a little on every case
+    state["meta"]["score_spread_p90"] = reference
+    ckpt = save_checkpoint(state, setup["root"] / f"qu_{reference}.ckpt")
     out = setup["root"] / f"unc_{reference}.csv"
     assert main(["quality", "score", "--predictor", str(ckpt), "--images", str(setup["data"] / "images"),
                  "--masks", str(setup["data"] / "masks"), "--output", str(out)]) == 0

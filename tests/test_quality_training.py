@@ -100,7 +100,6 @@ def test_quality_trainer_checkpoint_roundtrip(tiny):
 
     scorer = load_quality_predictor(run_dir / "checkpoints" / "last.ckpt")
     assert scorer.meta["task"] == "quality" and scorer.image_size == [32, 32] and scorer.classes == ds.classes
-    assert 0.0 <= scorer.uncertainty_reference <= 1.0  # decoder model: set at every validation
     model = trainer._raw_model().eval()
     with torch.no_grad():
         expected = trainer.predict_val(model)[model.readout]
@@ -154,10 +153,11 @@ def test_train_quality_predictor_end_to_end(tiny, capsys):
     assert "synthetic" in result["eval"] and "real" in result["eval"]
     printed = capsys.readouterr().out
     assert "qgseg quality summary" in printed
-    # the default predictor has a truth-map decoder: recognition and score certainty are summarised,
-    # and a fresh checkpoint already holds its uncertainty reference
+    # the final checkpoint gets its uncertainty reference; recognition (decoder) and score certainty
+    # are summarised
+    assert "score uncertainty reference (90th percentile on validation)" in printed
     assert "recognition" in printed and "unsure " in printed.split("score certainty", 1)[1].splitlines()[0]
-    assert "added the validation score-uncertainty reference" not in printed
+    assert load_quality_predictor(result["checkpoint"]).uncertainty_reference is not None
 
 
 def test_ph2_fixed_set(shared_data, tmp_path):
@@ -198,19 +198,20 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
         assert "train/truth_map_loss" in next(csv.reader(fh))
     scorer = load_quality_predictor(fit.best_path)
     assert scorer.model.truth_decoder
-    # the validation masks' score uncertainty (90th percentile) is the reference a user's scores meet
-    _, val_unc = trainer.predict_val(trainer._raw_model().eval(), with_uncertainty=True)
-    assert scorer.uncertainty_reference == pytest.approx(float(torch.quantile(val_unc.flatten(), 0.9)), abs=1e-5)
-    # a checkpoint from before the reference existed gets it from the same validation masks
-    from qgseg.engine.checkpoint import load_checkpoint, save_checkpoint
+    # the reference a user's score uncertainties meet: the 90th percentile of the flip spread on the
+    # validation masks, added once to the final checkpoint
+    from qgseg.engine.checkpoint import load_checkpoint
+    from qgseg.quality.scoring import UNCERTAINTY_REFERENCE_KEY, predict_views
 
-    old = load_checkpoint(fit.best_path)
-    old["meta"].pop("uncertainty_p90")
-    older = save_checkpoint(old, tiny["root"] / "older.ckpt")
-    assert load_quality_predictor(older).uncertainty_reference is None
-    assert trainer.add_uncertainty_reference(older) and not trainer.add_uncertainty_reference(older)
-    assert load_quality_predictor(older).uncertainty_reference == pytest.approx(scorer.uncertainty_reference,
-                                                                                abs=1e-5)
+    assert scorer.uncertainty_reference is None, "fit() alone does not add it"
+    ref = trainer.add_uncertainty_reference(fit.best_path)
+    model = load_quality_predictor(fit.best_path).model
+    with torch.no_grad():
+        spread = predict_views(model, trainer.val_images[trainer.val_index], trainer.val_masks).std(0, unbiased=False)
+    assert ref == pytest.approx(float(torch.quantile(spread.flatten(), 0.9)), abs=1e-5)
+    assert load_checkpoint(fit.best_path)["meta"][UNCERTAINTY_REFERENCE_KEY] == ref
+    assert trainer.add_uncertainty_reference(fit.best_path) is None, "added once"
+    assert load_quality_predictor(fit.best_path).uncertainty_reference == ref
     # readout "auto": the checkpoint keeps the readout with the lower validation MAE at that iteration
     best = next(h for h in fit.history if h["iteration"] == fit.best_iteration)
     assert scorer.model.readout == min(("fused", "agreement"), key=lambda k: best[f"val/mae_{k}"])
@@ -220,6 +221,10 @@ def test_truth_map_decoder_training_and_tta_scoring(tiny):
     flipped = [scorer.predict(images.flip(d), masks.flip(d)) for d in (2, 3)]
     tta = load_quality_predictor(fit.best_path, tta=True).predict(images, masks)
     torch.testing.assert_close(tta, (plain + flipped[0] + flipped[1]) / 3, rtol=1e-5, atol=1e-6)
+    # the score uncertainty is the spread of those same views; the score itself stays the plain one
+    dice, unc = scorer.predict(images, masks, return_uncertainty=True)
+    torch.testing.assert_close(dice, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unc, torch.stack([plain, *flipped]).std(0, unbiased=False), rtol=1e-4, atol=1e-6)
 
 
 

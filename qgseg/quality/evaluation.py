@@ -299,16 +299,11 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     sampler = _eval_sampler(scorer)
     fixed = sampler.fixed_masks(truth, seed, k)
     img_rows = images[fixed.index]
-    unc = None
-    if scorer.has_truth_map:  # the score's own uncertainty comes from the same pass
-        pred, unc = scorer.predict(img_rows, fixed.masks, return_uncertainty=True)
-    else:
-        pred = scorer.predict(img_rows, fixed.masks)
+    pred, unc = scorer.predict(img_rows, fixed.masks, return_uncertainty=True)
     true = fixed.dice.cpu()
     report["synthetic"] = _section(pred.numpy(), true.numpy(), classes, out_dir, "synthetic", fixed.category, tables)
-    if unc is not None:
-        report["synthetic"]["uncertainty"] = uncertainty_metrics(pred.numpy(), true.numpy(), unc.numpy(),
-                                                                 scorer.uncertainty_reference)
+    report["synthetic"]["uncertainty"] = uncertainty_metrics(pred.numpy(), true.numpy(), unc.numpy(),
+                                                             scorer.uncertainty_reference)
     report["synthetic"]["by_category"] = _by_key(pred.numpy(), true.numpy(), fixed.category)
     # why: held-out sequences/patients differ in difficulty, and one bad group can dominate the mean
     groups = [cases[int(i)].group for i in owner[fixed.index.cpu()]]
@@ -346,10 +341,9 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
     # (b) real networks never seen in training
     if real_snapshots:
         r_pred, r_true, names, r_unc = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress,
-                                                          return_uncertainty=scorer.has_truth_map)
+                                                          return_uncertainty=True)
         report["real"] = _section(r_pred, r_true, classes, out_dir, "real", names, tables)
-        if r_unc is not None:
-            report["real"]["uncertainty"] = uncertainty_metrics(r_pred, r_true, r_unc, scorer.uncertainty_reference)
+        report["real"]["uncertainty"] = uncertainty_metrics(r_pred, r_true, r_unc, scorer.uncertainty_reference)
         report["real"]["snapshots"] = [str(p) for p in real_snapshots]
 
     # (d) the published fixed PH2 mask set
@@ -401,7 +395,7 @@ def _markdown(report: dict[str, Any]) -> str:
     if unc_rows:
         covs = list(unc_rows[0][1]["mae_at_coverage"])
         lines += ["## Does the score's uncertainty point at its errors?", "",
-                  "Uncertainty: the decoder's entropy over the structure it sees. MAE of the most certain "
+                  "Uncertainty: the spread of the predicted Dice over flipped views. MAE of the most certain "
                   "fraction of the scores (coverage), and how well the uncertainty detects errors above "
                   f"{unc_rows[0][1]['error_threshold']:g}.", "",
                   "| masks | Spearman(uncertainty, abs error) | AUROC | " + " | ".join(f"MAE @ {c}" for c in covs)

@@ -34,7 +34,6 @@ __all__ = [
     "RESNET_LAYOUTS",
     "soft_dice",
     "agreement_dice",
-    "truth_uncertainty",
     "labels_to_fg_onehot",
     "probs_to_fg",
     "load_pretrained_backbone",
@@ -149,22 +148,6 @@ def agreement_dice(masks: torch.Tensor, truth_logits: torch.Tensor, eps: float =
     soft = torch.sigmoid(truth_logits)
     truth = (soft > 0.5).to(soft.dtype) + soft - soft.detach()
     return dice_per_class(masks, truth, eps)
-
-
-def truth_uncertainty(truth_logits: torch.Tensor, band: float = 0.1) -> torch.Tensor:
-    """How unsure the decoder is of the true structure, ``(B, K)`` in [0, 1]: the mean binary
-    entropy (bits) of its truth probabilities over the pixels it gives at least ``band``
-    probability of being the structure (0 when it sees none anywhere).
-
-    Why: the predicted Dice follows the decoded truth, so where the decoder hesitates about the
-    structure's extent the score is unreliable too. Averaging over the structure band rather than
-    the whole image keeps the value independent of how much background the crop holds.
-    """
-    p = torch.sigmoid(truth_logits.detach().float()).clamp(1e-6, 1 - 1e-6)
-    entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
-    in_band = (p >= band).float()
-    dims = tuple(range(2, p.ndim))
-    return (entropy * in_band).sum(dims) / in_band.sum(dims).clamp_min(1.0)
 
 
 class QualityPredictor(nn.Module):
@@ -323,8 +306,7 @@ class QualityPredictor(nn.Module):
         """Pre-sigmoid scores ``(B, K)`` of the regression head for a pre-concatenated input."""
         return self._forward_parts(x)[0]
 
-    def forward_concat(self, x: torch.Tensor, return_truth: bool = False, return_readouts: bool = False,
-                       return_uncertainty: bool = False):
+    def forward_concat(self, x: torch.Tensor, return_truth: bool = False, return_readouts: bool = False):
         """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated ``(B, image_channels + K, *spatial)`` input
         already in the network's frame (no mask-centred crop is applied here; :meth:`forward` does it).
 
@@ -332,24 +314,20 @@ class QualityPredictor(nn.Module):
         Dice (which the regression loss supervises) and the truth logits (the dense loss).
         ``return_readouts=True`` returns every readout of this one pass, ``{"fused": ..., "agreement": ...}``
         (agreement only with the decoder), so validation can compare them without a second pass.
-        ``return_uncertainty=True`` (decoder models) returns ``(Dice or readouts, uncertainty)``,
-        the uncertainty ``(B, K)`` of :func:`truth_uncertainty` from the same pass.
         """
-        if (return_truth or return_uncertainty) and self.decoder is None:
-            raise ValueError("return_truth / return_uncertainty need a predictor built with truth_decoder=True")
+        if return_truth and self.decoder is None:
+            raise ValueError("return_truth needs a predictor built with truth_decoder=True")
         logits, truth_logits = self._forward_parts(x)
         if return_truth:
             return torch.sigmoid(logits), truth_logits
         if not return_readouts:  # only the readout asked for: scoring (and QAR) pays for nothing else
             if self.readout == "agreement":
-                out = agreement_dice(x[:, self.image_channels:], truth_logits)
-            else:
-                out = torch.sigmoid(logits)
-        else:
-            out = {"fused": torch.sigmoid(logits)}
-            if truth_logits is not None:
-                out["agreement"] = agreement_dice(x[:, self.image_channels:], truth_logits)
-        return (out, truth_uncertainty(truth_logits)) if return_uncertainty else out
+                return agreement_dice(x[:, self.image_channels:], truth_logits)
+            return torch.sigmoid(logits)
+        readouts = {"fused": torch.sigmoid(logits)}
+        if truth_logits is not None:
+            readouts["agreement"] = agreement_dice(x[:, self.image_channels:], truth_logits)
+        return readouts
 
     def concat_inputs(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Concatenate image ``(B, Ci, *S)`` and masks ``(B, K, *S)`` along channels (dtype of image)."""
@@ -365,18 +343,15 @@ class QualityPredictor(nn.Module):
         return torch.cat([image, masks.to(image.dtype)], dim=1)
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False,
-                return_readouts: bool = False, return_uncertainty: bool = False):
+                return_readouts: bool = False):
         """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft.
 
         ``return_truth=True`` (decoder models): ``(head Dice, truth_logits)`` for the training
         losses; the truth logits are in the network's input frame (see :meth:`input_view`).
         ``return_readouts=True``: ``{"fused": ..., "agreement": ...}`` from one pass.
-        ``return_uncertainty=True`` (decoder models): also the score's uncertainty ``(B, K)``
-        (:func:`truth_uncertainty`), as a second output.
         """
         x = self.input_view(self.concat_inputs(image, masks), masks)
-        return self.forward_concat(x, return_truth=return_truth, return_readouts=return_readouts,
-                                   return_uncertainty=return_uncertainty)
+        return self.forward_concat(x, return_truth=return_truth, return_readouts=return_readouts)
 
     # ---------------------------------------------------------------- region of interest
     def roi_theta(self, masks: torch.Tensor) -> torch.Tensor | None:

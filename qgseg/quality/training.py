@@ -35,7 +35,7 @@ from .corruptions import dice_per_class
 from .metrics import regression_metrics
 from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
 from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
-from .scoring import hard_fg
+from .scoring import UNCERTAINTY_REFERENCE_KEY, hard_fg, predict_views
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
 
 __all__ = ["QualityTrainer", "build_sampler", "prepare_tensors", "predictor_size", "quality_run_config",
@@ -116,7 +116,6 @@ class QualityTrainer(BaseTrainer):
         self._val_cases = val_cases
         self._prev_step_start: float | None = None
         self._prev_gen_s = 0.0
-        self.uncertainty_p90: float | None = None  # of the validation masks, set by validate()
         self._dice_loss = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0)
 
     # ---------------------------------------------------------------- data
@@ -189,8 +188,7 @@ class QualityTrainer(BaseTrainer):
         return {"task": "quality", "predictor": model.config(), "classes": self.classes,
                 "image_channels": self.image_channels, "image_size": list(self.size),
                 "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
-                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name,
-                "uncertainty_p90": self.uncertainty_p90}
+                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name}
 
     # ---------------------------------------------------------------- steps
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -248,38 +246,26 @@ class QualityTrainer(BaseTrainer):
         truth = truth.to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, truth) + self._dice_loss(logits, truth)
 
-    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None,
-                    with_uncertainty: bool = False):
+    def predict_val(self, model: nn.Module, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Predictions on the fixed validation masks (``images`` overrides the val images), per readout:
-        ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise.
-        ``with_uncertainty`` (decoder models): ``(readouts, uncertainty (N, K))`` from the same passes."""
+        ``{"fused": ..., "agreement": ...}`` for decoder models, ``{"fused": ...}`` otherwise."""
         images = self.val_images if images is None else images
         out: dict[str, list[torch.Tensor]] = {}
-        unc: list[torch.Tensor] = []
+        for x, m in self._val_batches(images):
+            for name, dice in model(x, m, return_readouts=True).items():  # every readout from one pass
+                out.setdefault(name, []).append(dice.float().cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def _val_batches(self, images: torch.Tensor):
         bs = max(1, self.cfg.quality.batch_size)
         for i in range(0, len(self.val_index), bs):
-            sl = slice(i, i + bs)
-            x = images[self.val_index[sl]].to(self.device)
-            m = self.val_masks[sl].to(self.device)
-            readouts = model(x, m, return_readouts=True, return_uncertainty=with_uncertainty)
-            if with_uncertainty:
-                readouts, u = readouts
-                unc.append(u.float().cpu())
-            for name, dice in readouts.items():  # every readout from one pass
-                out.setdefault(name, []).append(dice.float().cpu())
-        preds = {k: torch.cat(v) for k, v in out.items()}
-        return (preds, torch.cat(unc)) if with_uncertainty else preds
+            yield images[self.val_index[i:i + bs]].to(self.device), self.val_masks[i:i + bs].to(self.device)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics of the model's readout. With ``quality.readout: auto`` the readout with
         the lower validation MAE is chosen here and stored in the model (hence in its checkpoint)."""
+        preds = self.predict_val(model)
         raw = self._raw_model()
-        if raw.decoder is not None:
-            preds, unc = self.predict_val(model, with_uncertainty=True)
-            # the reference a user's scores are compared with ("unsure" above it); saved with best.ckpt
-            self.uncertainty_p90 = _p90(unc)
-        else:
-            preds = self.predict_val(model)
         maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
         if len(preds) > 1 and self.cfg.quality.readout == "auto":
             raw.readout = min(maes, key=lambda k: maes[k])
@@ -294,26 +280,26 @@ class QualityTrainer(BaseTrainer):
         return out
 
 
-    def add_uncertainty_reference(self, path: str | Path) -> bool:
-        """Give a truth-map checkpoint saved without it (runs older than the score uncertainty) its
-        reference, from this trainer's fixed validation masks; rewrites it atomically. Returns
-        whether the checkpoint changed."""
+    def add_uncertainty_reference(self, path: str | Path) -> float | None:
+        """Store in checkpoint ``path`` the 90th percentile of its score uncertainty (the spread over
+        flipped views, :func:`~qgseg.quality.scoring.predict_views`) on this trainer's fixed
+        validation masks: the reference ``qgseg quality score`` calls a score "unsure" against.
+        Done once for the final checkpoint (the views cost 1 + spatial_dims passes), atomically;
+        returns the value, or ``None`` when the checkpoint already has it."""
         state = load_checkpoint(path)
         meta = state.get("meta") or {}
-        if meta.get("uncertainty_p90") is not None or not meta.get("predictor", {}).get("truth_decoder"):
-            return False
+        if meta.get(UNCERTAINTY_REFERENCE_KEY) is not None:
+            return None
         model = QualityPredictor.from_config(meta["predictor"])
         model.load_state_dict(state["model"])
         model.to(self.device).eval()
         with torch.no_grad():
-            _, unc = self.predict_val(model, with_uncertainty=True)
-        state["meta"] = {**meta, "uncertainty_p90": _p90(unc)}
+            spread = torch.cat([predict_views(model, x, m).std(0, unbiased=False).cpu()
+                                for x, m in self._val_batches(self.val_images)])
+        value = float(torch.quantile(spread.flatten(), 0.9))
+        state["meta"] = {**meta, UNCERTAINTY_REFERENCE_KEY: value}
         save_checkpoint(state, path)
-        return True
-
-
-def _p90(values: torch.Tensor) -> float:
-    return float(torch.quantile(values.flatten().float(), 0.9))
+        return value
 
 
 # --------------------------------------------------------------------------- workflow
@@ -378,10 +364,12 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
                               "stopped_early": fit.stopped_early, "weak_snapshots": [str(p) for p in snaps],
                               "weak_wall_s": weak_s, "train_wall_s": fit.wall_s,
                               "checkpoint": str(fit.best_path)}
+    if trainer.is_main:
+        ref = trainer.add_uncertainty_reference(fit.best_path)
+        if ref is not None:
+            print(f"score uncertainty reference (90th percentile on validation): {ref:.4f}, in {fit.best_path}")
     if not trainer.is_main or not evaluate:
         return result
-    if trainer.add_uncertainty_reference(fit.best_path):  # a run trained before the reference existed
-        print(f"added the validation score-uncertainty reference to {fit.best_path}")
 
     # 3. evaluation on the test split: synthetic + unseen real networks + shortcuts + PH2 fixed set
     t0 = time.time()
