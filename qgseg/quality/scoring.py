@@ -75,7 +75,7 @@ def predict_views(model: torch.nn.Module, images: torch.Tensor, masks: torch.Ten
     The predictor is trained with flips, so each view is an equally valid estimate: their mean is
     a steadier score (TTA) and their spread says how far to trust it. Why the spread rather than
     the decoder's entropy: on the benchmarks' unseen-network masks the spread separated large
-    errors on every dataset, the entropy did not on ACDC (``benchmarks/results/README.md``).
+    errors on every dataset, the decoder's entropy did not on ACDC (README, quality results).
     """
     flips = [()] + [(d,) for d in range(2, images.ndim)]
     return torch.stack([model(images.flip(f), masks.flip(f)).float() for f in flips])

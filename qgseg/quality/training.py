@@ -265,8 +265,8 @@ class QualityTrainer(BaseTrainer):
         """Validation metrics of the model's readout. With ``quality.readout: auto`` the readout with
         the lower validation MAE is chosen here and stored in the model (hence in its checkpoint)."""
         preds = self.predict_val(model)
-        raw = self._raw_model()
         maes = {k: regression_metrics(v.numpy(), self.val_dice.numpy())["mae"] for k, v in preds.items()}
+        raw = self._raw_model()
         if len(preds) > 1 and self.cfg.quality.readout == "auto":
             raw.readout = min(maes, key=lambda k: maes[k])
         chosen = preds[getattr(raw, "readout", "fused")].numpy()
@@ -278,7 +278,6 @@ class QualityTrainer(BaseTrainer):
             for part, rows in (("synthetic", ~self.val_is_weak), ("weak", self.val_is_weak)):
                 out[f"val/mae_{part}"] = regression_metrics(chosen[rows.numpy()], self.val_dice[rows].numpy())["mae"]
         return out
-
 
     def add_uncertainty_reference(self, path: str | Path) -> float | None:
         """Store in checkpoint ``path`` the 90th percentile of its score uncertainty (the spread over
