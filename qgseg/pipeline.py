@@ -80,20 +80,14 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
 
     true_by_id = {r["case_id"]: r for r in rows}
     fg = segmenter.spec.classes[1:]
-    with_unc = hasattr(scorer, "uncertainty_reference")  # a QualityScorer (tests pass simpler stand-ins)
-    ref = scorer.uncertainty_reference if with_unc else None
+    ref = scorer.uncertainty_reference
     out = []
     for case in cases:
         mask = predictions[case.case_id] if predictions is not None else segmenter.predict(case)
         true = [true_by_id[case.case_id][c]["dice"] for c in fg]
-        if with_unc:
-            predicted, unc = scorer.score(case, mask, return_uncertainty=True)
-        else:
-            predicted, unc = scorer.score(case, mask), None
-        out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true})
-        if unc is not None:
-            out[-1]["uncertainty"] = [float(v) for v in unc]
-            out[-1]["unsure"] = ref is not None and float(max(unc)) > ref
+        predicted, unc = scorer.score(case, mask, return_uncertainty=True)
+        out.append({"case_id": case.case_id, "predicted": [float(v) for v in predicted], "true": true,
+                    "uncertainty": [float(v) for v in unc], "unsure": ref is not None and float(max(unc)) > ref})
         if min(predicted) < flag_below and getattr(scorer, "has_truth_map", False):
             # why: show the reviewer where the predictor thinks the mask is wrong
             save_qc_overlay(scorer, case, mask, out_dir / "overlays" / f"{case.case_id}.png", float(min(predicted)))
@@ -103,10 +97,9 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
     with open(out_dir / "qc.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["case_id"] + [f"predicted_dice_{c}" for c in fg] + [f"true_dice_{c}" for c in fg]
-                        + ([f"uncertainty_{c}" for c in fg] + ["unsure"] if with_unc else []))
+                        + [f"uncertainty_{c}" for c in fg] + ["unsure"])
         for r in out:
-            extra = [*r["uncertainty"], int(r["unsure"])] if with_unc else []
-            writer.writerow([r["case_id"], *r["predicted"], *r["true"], *extra])
+            writer.writerow([r["case_id"], *r["predicted"], *r["true"], *r["uncertainty"], int(r["unsure"])])
     scatter_pred_vs_true(pred, true, out_dir / "qc_predicted_vs_true.png", title="QC of the segmenter's test masks")
     flagged = sorted((r for r in out if min(r["predicted"]) < flag_below), key=lambda r: min(r["predicted"]))
     unsure = [r for r in out if r.get("unsure")]

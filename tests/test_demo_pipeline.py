@@ -45,9 +45,12 @@ def test_qc_reuses_evaluation_predictions(tmp_path):
         def predict(self, case):
             raise AssertionError("the segmenter was asked to predict again")
 
-    class Scorer:
-        def score(self, case, mask):
-            return np.array([float(mask.mean())])
+    class Scorer:  # a QualityScorer stand-in: no uncertainty reference, so nothing is "unsure"
+        uncertainty_reference = None
+
+        def score(self, case, mask, return_uncertainty=False):
+            dice = np.array([float(mask.mean())])
+            return (dice, np.array([0.0])) if return_uncertainty else dice
 
     cases = [Case("a"), Case("b")]
     preds = {"a": np.ones((4, 4)), "b": np.zeros((4, 4))}
@@ -56,8 +59,7 @@ def test_qc_reuses_evaluation_predictions(tmp_path):
     assert [r["predicted"] for r in qc["rows"]] == [[1.0], [0.0]]
     assert [r["case_id"] for r in qc["flagged"]] == ["b"]
 
-    class UnsureScorer(Scorer):  # a truth-map predictor: each score comes with its uncertainty
-        has_truth_map = True
+    class UnsureScorer(Scorer):  # with a validation reference: scores above it are "unsure"
         uncertainty_reference = 0.5
 
         def score(self, case, mask, return_uncertainty=False):

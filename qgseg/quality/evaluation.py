@@ -181,10 +181,10 @@ class MaskOnlyBaseline:
 
 # --------------------------------------------------------------------------- real networks
 def real_network_pairs(scorer: QualityScorer, cases: Sequence[Case], snapshots: Sequence[str | Path],
-                       device: Any = "cpu", progress: bool = False, return_uncertainty: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+                       device: Any = "cpu", progress: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Hard predictions of ``snapshots`` on ``cases``: (predicted Dice, true Dice at the original
-    resolution, source names, score uncertainty or ``None``), arrays ``(N * S, K)``."""
+    resolution, source names, score uncertainty), arrays ``(N * S, K)``."""
     from tqdm.auto import tqdm
 
     segs = [(Path(p).stem, Segmenter.from_checkpoint(p, device=device)) for p in snapshots]
@@ -193,16 +193,13 @@ def real_network_pairs(scorer: QualityScorer, cases: Sequence[Case], snapshots: 
         for name, seg in segs:
             label = seg.predict(case)
             trues.append(foreground_dice(label, case.label, len(scorer.classes)))
-            if return_uncertainty:
-                dice, unc = scorer.score(case, label, return_uncertainty=True)
-                uncs.append(unc)
-            else:
-                dice = scorer.score(case, label)
+            dice, unc = scorer.score(case, label, return_uncertainty=True)
             preds.append(dice)
+            uncs.append(unc)
             names.append(name)
     k = scorer.num_fg
-    unc_arr = np.asarray(uncs).reshape(-1, k) if return_uncertainty else None
-    return np.asarray(preds).reshape(-1, k), np.asarray(trues).reshape(-1, k), names, unc_arr
+    return (np.asarray(preds).reshape(-1, k), np.asarray(trues).reshape(-1, k), names,
+            np.asarray(uncs).reshape(-1, k))
 
 
 # --------------------------------------------------------------------------- PH2 fixed set
@@ -340,8 +337,7 @@ def evaluate_quality(scorer: QualityScorer, cases: Sequence[Case], out_dir: str 
 
     # (b) real networks never seen in training
     if real_snapshots:
-        r_pred, r_true, names, r_unc = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress,
-                                                          return_uncertainty=True)
+        r_pred, r_true, names, r_unc = real_network_pairs(scorer, cases, real_snapshots, scorer.device, progress)
         report["real"] = _section(r_pred, r_true, classes, out_dir, "real", names, tables)
         report["real"]["uncertainty"] = uncertainty_metrics(r_pred, r_true, r_unc, scorer.uncertainty_reference)
         report["real"]["snapshots"] = [str(p) for p in real_snapshots]
