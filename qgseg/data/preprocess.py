@@ -23,7 +23,11 @@ def resolve_normalize(mode: str, case: Case) -> str:
 
 
 def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:
-    """Normalise a channels-first image; z-score is per channel over the whole case."""
+    """Normalise a channels-first image; z-score is per channel over the whole image.
+
+    Callers that feed a network go through :func:`prepare_network_input`, which decides what
+    "the whole image" is (a 2D slice when a volume meets a 2D network).
+    """
     image = image.astype(np.float32, copy=False)
     if mode == "unit":
         return image / 255.0
@@ -83,13 +87,37 @@ def as_slices(case: Case, model_dims: int) -> tuple[np.ndarray, np.ndarray | Non
     raise ValueError(f"{case.case_id}: a {case.spatial_dims}D case cannot be fed to a {model_dims}D network")
 
 
+def prepare_network_input(case: Case, normalize: str, model_dims: int
+                          ) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """The one way a case becomes network input: ``(x (N, C, *S) float32, y (N, *S) or None, sliced)``.
+
+    Slices first, then normalises: a 3D case given to a 2D network is cut into 2D slices
+    (:func:`as_slices`) and each slice is normalised on its own, exactly as if it had been
+    loaded as a separate 2D case (ACDC trains on single slices and tests on volumes, so a
+    2D network must see each slice z-scored per slice in both). 2D->2D and 3D->3D normalise
+    the whole case. ``normalize`` may be ``auto`` (resolved against the case).
+    """
+    mode = resolve_normalize(normalize, case)
+    x, y, sliced = as_slices(case, model_dims)
+    if sliced:
+        # a contiguous copy per slice: the same arithmetic as a separately loaded 2D case
+        out = np.stack([normalize_image(np.ascontiguousarray(x[i]), mode) for i in range(x.shape[0])])
+    else:
+        out = normalize_image(x[0], mode)[None]
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    if y is not None:
+        y = np.ascontiguousarray(y)
+    return out, y, sliced
+
+
 @dataclass
 class TensorBank:
     """Cases preloaded as tensors for fast random batch sampling.
 
     With ``resize`` every sample is resized to ``image_size`` and stacked; otherwise samples
     keep their size and batches are random crops of ``image_size`` (padded when smaller).
-    3D cases given to a 2D network contribute one sample per slice.
+    3D cases given to a 2D network contribute one sample per slice. Samples are prepared by
+    :func:`prepare_network_input`, like :class:`~qgseg.evaluation.inference.Segmenter` inputs.
     """
 
     images: list[torch.Tensor]
@@ -104,11 +132,9 @@ class TensorBank:
                    model_dims: int, with_labels: bool = True) -> "TensorBank":
         images, labels, ids = [], [], []
         for case in cases:
-            img = normalize_image(case.image, resolve_normalize(normalize, case))
-            tmp = Case(case.case_id, img, case.label, case.spacing, case.affine, case.group, case.meta)
-            x, y, _ = as_slices(tmp, model_dims)
-            xt = torch.from_numpy(np.ascontiguousarray(x)).float()
-            yt = torch.from_numpy(np.ascontiguousarray(y)).long() if (with_labels and y is not None) else None
+            x, y, _ = prepare_network_input(case, normalize, model_dims)
+            xt = torch.from_numpy(x)
+            yt = torch.from_numpy(y).long() if (with_labels and y is not None) else None
             if resize:
                 xt = resize_image(xt, image_size)
                 yt = resize_label(yt, image_size) if yt is not None else None

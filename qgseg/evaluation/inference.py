@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.case import Case
-from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize, slice_axis
+from ..data.preprocess import prepare_network_input, resize_image, slice_axis
 
 
 @dataclass
@@ -77,14 +77,13 @@ class Segmenter:
         return cls(model.to(device).eval(), spec, device, **kwargs)
 
     def prepare(self, case: Case) -> tuple[torch.Tensor, bool]:
-        """Normalised (N, C, *spatial) tensor; N = slices when a volume meets a 2D network."""
+        """Normalised (N, C, *spatial) tensor (:func:`prepare_network_input`); N = slices when a volume
+        meets a 2D network, each slice normalised on its own as in training."""
         if case.channels != self.spec.in_channels:
             raise ValueError(f"{case.case_id}: image has {case.channels} channel(s), the model expects "
                              f"{self.spec.in_channels}")
-        image = normalize_image(case.image, resolve_normalize(self.spec.normalize, case))
-        tmp = Case(case.case_id, image, None, case.spacing, case.affine, case.group, case.meta)
-        x, _, sliced = as_slices(tmp, self.spec.spatial_dims)
-        return torch.from_numpy(np.ascontiguousarray(x)).float(), sliced
+        x, _, sliced = prepare_network_input(case, self.spec.normalize, self.spec.spatial_dims)
+        return torch.from_numpy(x), sliced
 
     @torch.no_grad()
     def logits_batch(self, x: torch.Tensor) -> torch.Tensor:

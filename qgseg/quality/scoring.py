@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.case import Case
-from ..data.preprocess import as_slices, normalize_image, resize_image, resolve_normalize, slice_axis
+from ..data.preprocess import prepare_network_input, resize_image, slice_axis
 from .predictor import QualityPredictor, labels_to_fg_onehot
 
 __all__ = [
@@ -116,10 +116,8 @@ class QualityScorer:
     # ---------------------------------------------------------------- preprocessing
     def prepare_image(self, case: Case) -> torch.Tensor:
         """Normalised image at the predictor size, ``(N, C, *size)``; N = slices for 3D cases + 2D model."""
-        img = normalize_image(case.image, resolve_normalize(self.normalize, case))
-        tmp = Case(case.case_id, img, None, case.spacing, case.affine, case.group, case.meta)
-        x, _, _ = as_slices(tmp, self.spatial_dims)
-        return resize_image(torch.from_numpy(np.ascontiguousarray(x)).float(), self.image_size)
+        x, _, _ = prepare_network_input(case, self.normalize, self.spatial_dims)
+        return resize_image(torch.from_numpy(x), self.image_size)
 
     def prepare_mask(self, mask: np.ndarray | torch.Tensor, case: Case) -> torch.Tensor:
         """A mask for ``case`` -> ``(N, K, *size)``.
