@@ -84,7 +84,49 @@ def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunDat
         unlabeled = unlabeled[:cfg.max_cases]
     if not labeled:
         raise DataError(f"{ds.root}: no labeled training cases (split '{cfg.train_split}')")
-    overlap = set(test) & (set(labeled) | set(unlabeled) | set(val))
-    if overlap:
-        raise DataError(f"{ds.root}: test cases also used for training/validation: {sorted(overlap)[:5]}")
-    return RunData(ds, labeled, val, test, unlabeled, extra)
+    run = RunData(ds, labeled, val, test, unlabeled, extra)
+    check_no_leak(run)
+    return run
+
+
+def group_of(ds: SegDataset, case_id: str) -> str:
+    """A case's group (patient, video sequence); a case without one is its own group."""
+    return ds.groups.get(case_id) or case_id
+
+
+# (evaluated role, roles it must not share a group with)
+_LEAK_PAIRS = (("test", ("labeled", "unlabeled", "val")), ("val", ("labeled", "unlabeled")))
+_SHOW = 5
+
+
+def _overlap_text(a: str, b: str, shared: set[str]) -> str:
+    return f"{a} and {b} share {len(shared)} group(s) {sorted(shared)[:_SHOW]}"
+
+
+def check_no_leak(run: RunData) -> None:
+    """Raise :class:`DataError` when a patient/sequence leaks between roles.
+
+    Compared by group (``ds.groups[id] or id``), not by case id: ACDC trains on slices
+    (``patient001_frame01_slice_3``) and tests on volumes (``patient001_frame01``), whose ids
+    never match. Test must not share a group with labeled, unlabeled or val cases; val not
+    with labeled or unlabeled. The extra unlabeled dataset (``data.unlabeled``) must not hold
+    a case id or group equal to a case id or group of the main dataset's labeled, val or test
+    cases.
+    """
+    ds = run.dataset
+    groups = {role: {group_of(ds, i) for i in getattr(run, role)} for role in ("labeled", "unlabeled", "val", "test")}
+    found = [_overlap_text(a, b, groups[a] & groups[b]) for a, others in _LEAK_PAIRS for b in others
+             if groups[a] & groups[b]]
+    extra = run.unlabeled_dataset
+    if extra is not None:
+        extra_keys = set(extra.ids) | {g for g in extra.groups.values() if g}
+        for role in ("labeled", "val", "test"):
+            keys = set(getattr(run, role)) | groups[role]
+            shared = extra_keys & keys
+            if shared:
+                found.append(f"the extra unlabeled dataset {extra.root} and {role} share {len(shared)} case id(s)/"
+                             f"group(s) {sorted(shared)[:_SHOW]}")
+    if found:
+        raise DataError("data leak between roles (compared by patient/sequence group): " + "; ".join(found)
+                        + ". Each patient or sequence must be in one role only: fix the split lists or groups.",
+                        ds.root)
