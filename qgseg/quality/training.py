@@ -28,7 +28,7 @@ from ..config import QualityConfig, RunConfig
 from ..data.augment import intensity_augment, spatial_augment_many
 from ..data.case import Case
 from ..data.preprocess import TensorBank
-from ..data.run_data import RunData, prepare_run_data
+from ..data.run_data import RunData, group_of, prepare_run_data
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
@@ -184,11 +184,19 @@ class QualityTrainer(BaseTrainer):
         return model
 
     def checkpoint_meta(self) -> dict[str, Any]:
+        """What the checkpoint records. ``labeled_ids``/``labeled_groups``/``dataset_root`` say
+        which cases it learnt from (its labeled training cases; the weak snapshots are trained on
+        the same cases), so :func:`qgseg.quality.leak.check_predictor_leak` can refuse a guided
+        run whose unlabeled, validation or test cases are among them."""
         model = self._raw_model()
+        ds = self.data.dataset
+        ids = sorted({c.case_id for c in self._train_cases} if self._train_cases else set(self.data.labeled))
         return {"task": "quality", "predictor": model.config(), "classes": self.classes,
                 "image_channels": self.image_channels, "image_size": list(self.size),
                 "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
-                "train_samples": int(self.images.shape[0]), "dataset": self.data.dataset.name}
+                "train_samples": int(self.images.shape[0]), "dataset": ds.name,
+                "dataset_root": str(Path(ds.root).resolve()), "labeled_ids": ids,
+                "labeled_groups": sorted({group_of(ds, i) for i in ids})}
 
     # ---------------------------------------------------------------- steps
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
