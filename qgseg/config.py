@@ -164,6 +164,43 @@ class QualityConfig:
 
 
 @dataclass
+class SSLConfig:
+    """Semi-supervised method (phase 2); see :mod:`qgseg.ssl` for the methods and their knobs."""
+
+    method: str = "supervised"  # supervised | pl-t | pl-c | mt | ua-mt | ict | cps | cl | fixmatch | bcp
+    unlabeled_batch_size: int | None = None  # default: 2 x train.batch_size
+    unlabeled_weight: float | None = None  # lambda_max of the unlabeled loss; None: the method's default
+    rampup: float | None = None  # fraction of the iterations of lambda(t)'s sigmoid ramp-up; None: method default
+    params: dict[str, Any] = field(default_factory=dict)  # method knobs (ema_decay, confidence, ...), validated
+    pool_cache_mb: int = 2048  # bound of the unlabeled pool's in-memory cache (images are read lazily)
+    strong: AugmentConfig = field(default_factory=lambda: AugmentConfig(
+        flip_p=0.0, affine_p=0.0, intensity_p=1.0, brightness=0.2, contrast=[0.6, 1.4], gamma=[0.7, 1.5],
+        noise_std=0.05, blur_p=0.5, color_p=0.8, color_gain=0.2))  # photometric part of the strong view
+
+
+@dataclass
+class GuidanceConfig:
+    """Quality guidance of any SSL method by a frozen quality predictor g (see :mod:`qgseg.guidance`)."""
+
+    predictor: str | None = None  # checkpoint / run folder; None: `qgseg run` trains one (phase 1)
+    qar: bool = False  # quality-aware regularisation: + lambda_qar(t) * (1 - mean g(x_u, softmax f(x_u)))
+    qar_weight: float = 0.01  # lambda_qar after its ramp (published default)
+    qar_start: float = 0.1  # fraction of the iterations before QAR starts (warm-up: g judges random masks badly)
+    qar_rampup: float = 0.2  # fraction of the iterations of the linear ramp after qar_start
+    qar_truth_stopgrad: bool = True  # stop the gradient through g's decoded truth (student cannot move g's truth)
+    qw: bool = False  # quality-weighted pseudolabels: w = q^T [q >= tau], normalised over the batch
+    qw_power: float = 2.0  # T
+    qw_threshold: float = 0.5  # tau
+    qw_start: float = 0.0  # fraction of the iterations with uniform weights before -QW starts
+    qw_per_class: bool = True  # multi-class: one weight per class (g predicts a Dice per class); false: mean
+    allow_unverified_predictor: bool = False  # accept a predictor that does not record its training cases
+
+    @property
+    def enabled(self) -> bool:
+        return self.qar or self.qw
+
+
+@dataclass
 class RunConfig:
     """A whole run: what ``qgseg train`` / ``qgseg demo`` consume and save as ``config.yaml``."""
 
@@ -175,6 +212,8 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -348,8 +387,37 @@ def validate(cfg: RunConfig) -> None:
                               f"got {q.roi_margin} and {q.roi_min_fraction}")
     _validate_augment(cfg.train.augment, "train.augment")
     _validate_augment(q.augment, "quality.augment")
+    _validate_augment(cfg.ssl.strong, "ssl.strong")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
+    _validate_ssl(cfg)
+
+
+def _validate_ssl(cfg: RunConfig) -> None:
+    from .ssl import METHODS, method_params
+
+    s, g = cfg.ssl, cfg.guidance
+    if s.method not in METHODS:
+        close = difflib.get_close_matches(s.method, list(METHODS), n=1)
+        raise ConfigError(f"ssl.method: unknown method '{s.method}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                          + f"; choose one of {', '.join(METHODS)}")
+    method_params(s.method, s.params)  # raises ConfigError naming unknown / ill-typed knobs
+    if s.unlabeled_batch_size is not None and s.unlabeled_batch_size < 1:
+        raise ConfigError(f"ssl.unlabeled_batch_size must be >= 1, got {s.unlabeled_batch_size}")
+    if s.unlabeled_weight is not None and s.unlabeled_weight < 0:
+        raise ConfigError(f"ssl.unlabeled_weight must be >= 0, got {s.unlabeled_weight}")
+    if s.rampup is not None and not 0.0 <= s.rampup <= 1.0:
+        raise ConfigError(f"ssl.rampup is a fraction of the iterations, got {s.rampup}")
+    for key in ("qar_start", "qar_rampup", "qw_start"):
+        if not 0.0 <= getattr(g, key) <= 1.0:
+            raise ConfigError(f"guidance.{key} is a fraction of the iterations, got {getattr(g, key)}")
+    if g.qar_weight < 0 or g.qw_power < 0:
+        raise ConfigError(f"guidance.qar_weight and guidance.qw_power must be >= 0, got {g.qar_weight}, {g.qw_power}")
+    if not 0.0 <= g.qw_threshold <= 1.0:
+        raise ConfigError(f"guidance.qw_threshold is a Dice in [0, 1], got {g.qw_threshold}")
+    if g.qw and not METHODS[s.method].makes_pseudolabels:
+        raise ConfigError(f"guidance.qw: method '{s.method}' produces no pseudolabels to weight "
+                          f"(use it with one of: {', '.join(k for k, m in METHODS.items() if m.makes_pseudolabels)})")
 
 
 def _validate_augment(a: AugmentConfig, key: str) -> None:

@@ -11,20 +11,26 @@ from torch import nn
 from ..config import RunConfig
 from ..data.augment import intensity_augment, spatial_augment
 from ..data.case import Case
+from ..data.pool import ImagePool
 from ..data.preprocess import TensorBank
 from ..data.run_data import RunData, prepare_run_data
 from ..evaluation.inference import ModelSpec, Segmenter
 from ..evaluation.metrics import foreground_dice
 from ..models import build_model, count_parameters
-from ..ssl.base import Batch, SegmentationMethod, Supervised, build_supervised_loss
+from ..ssl.base import Batch, SegmentationMethod, UnlabeledBatch
 from .trainer import BaseTrainer
+
+#: per-step logs of guidance that are also averaged per validation interval (history, console)
+INTERVAL_LOGS = ("q_pseudo", "kept", "lambda", "lambda_qar", "lambda_qw", "q_student")
 
 
 class SegmentationTrainer(BaseTrainer):
     """Trains ``cfg.model`` on the run's labeled (and unlabeled) data with ``method``.
 
-    Extend by subclassing (override :meth:`sample_batch` for another sampling scheme,
-    :meth:`build_model` for a custom network) or by passing another ``method``.
+    ``method`` defaults to the run config's (``ssl.method``, wrapped by quality guidance when
+    ``guidance.qar`` / ``guidance.qw``; see :func:`qgseg.guidance.build_run_method`). Extend by
+    subclassing (override :meth:`sample_batch` / :meth:`sample_unlabeled` for another sampling
+    scheme, :meth:`build_model` for a custom network) or by passing another ``method``.
     """
 
     monitor = "val/dice"
@@ -48,21 +54,22 @@ class SegmentationTrainer(BaseTrainer):
         labeled_cases = [ds.load(i) for i in self.data.labeled]
         self.in_channels = labeled_cases[0].channels
         self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize, self.model_dims)
-        self.unlabeled_bank: TensorBank | None = None
+        self.unlabeled_pool: ImagePool | None = None
         self.val_cases: list[Case] = []
         rank, world = self.fabric.global_rank, self.fabric.world_size
         self.val_cases = [ds.load(i) for i in self.data.val[rank::world]]
 
-    def load_unlabeled_bank(self) -> TensorBank:
-        """Unlabeled images (training-split remainder + unlabeled split + extra dataset)."""
+    def load_unlabeled_pool(self) -> ImagePool:
+        """Unlabeled images (training-split remainder + unlabeled split + extra dataset), read lazily."""
         d = self.cfg.data
-        cases = [self.data.dataset.load(i) for i in self.data.unlabeled]
-        if self.data.unlabeled_dataset is not None:
-            cases += list(self.data.unlabeled_dataset)
-        if not cases:
+        sources = [(self.data.dataset, i) for i in self.data.unlabeled]
+        extra = self.data.unlabeled_dataset
+        if extra is not None:
+            sources += [(extra, i) for i in extra.ids]
+        if not sources:
             raise ValueError("the method needs unlabeled data but the run has none "
                              "(set data.labeled to a subset, or data.unlabeled to a folder)")
-        return TensorBank.from_cases(cases, d.image_size, d.normalize, d.resize, self.model_dims, with_labels=False)
+        return ImagePool(sources, d.image_size, d.normalize, d.resize, self.model_dims, self.cfg.ssl.pool_cache_mb)
 
     # ---------------------------------------------------------------- model
     @property
@@ -79,14 +86,50 @@ class SegmentationTrainer(BaseTrainer):
         self.fabric.print(f"model {m.name} ({self.model_dims}D, {self.in_channels} -> {len(self.classes)} channels): "
                           f"{count_parameters(model):,} parameters")
         if self.method is None:
-            self.method = Supervised(build_supervised_loss(self.cfg.train.loss))
-        self.method = self.method.to(self.device)
-        if self.method.uses_unlabeled and self.unlabeled_bank is None:
-            self.unlabeled_bank = self.load_unlabeled_bank()
+            from ..guidance import build_run_method
+
+            self.method = build_run_method(self.cfg, len(self.classes), self.data, self.device)
+        critic = getattr(self.method, "critic", None)
+        if critic is not None:
+            critic.check_compatible(self.classes, self.in_channels, self.model_dims)
+        self.method.configure(self.iterations, self.gen)
+        if self.method.uses_unlabeled and self.unlabeled_pool is None:
+            self.unlabeled_pool = self.load_unlabeled_pool()
+            self.fabric.print(f"unlabeled pool: {len(self.unlabeled_pool)} samples, read lazily "
+                              f"(cache {self.cfg.ssl.pool_cache_mb} MB)")
+        self.fabric.print(f"method: {self.method.name}")
         return model
 
+    def build_extra_networks(self) -> dict[str, nn.Module]:
+        """The method's further trained networks: same architecture, their own initialisation."""
+        m = self.cfg.model
+        nets = {}
+        for k, name in enumerate(self.method.extra_students, start=1):
+            state = torch.get_rng_state()
+            torch.manual_seed(self.cfg.train.seed * 7919 + k)  # why: a different init is what CPS relies on
+            nets[name] = build_model(m.name, self.model_dims, self.in_channels, len(self.classes), m.features,
+                                     m.dropout, m.pretrained)
+            torch.set_rng_state(state)
+        return nets
+
+    def setup(self) -> None:
+        super().setup()
+        self.method.setup(self._raw_model())  # teachers start as copies of the student
+        self.method = self.method.to(self.device)
+        self._interval: dict[str, list[float]] = {}
+
+    def after_optimizer_step(self, iteration: int) -> None:
+        self.method.after_optimizer_step(self.raw_networks(), iteration)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Every trained network as set up by Fabric, ``"student"`` first."""
+        return {"student": self.model, **self.extra_networks}
+
+    def raw_networks(self) -> dict[str, nn.Module]:
+        return {"student": self._raw_model(), **self.raw_extra_networks()}
+
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "task": "segmentation"}
+        return {"spec": self.spec.to_dict(), "task": "segmentation", "method": self.method.name}
 
     def extra_state(self) -> dict[str, Any]:
         return {"method": self.method.state_dict()} if len(self.method.state_dict()) else {}
@@ -106,13 +149,32 @@ class SegmentationTrainer(BaseTrainer):
         label = label.to(self.device) if label is not None else None
         return Batch(image, label)
 
+    def sample_unlabeled(self, batch_size: int) -> UnlabeledBatch:
+        """A weak view (flips, rotation, scaling with ``train.augment``'s spatial settings) of random pool
+        samples and, when the method asks for it, a strong view: the same geometry with the photometric
+        augmentation of ``ssl.strong``."""
+        idx = torch.randint(0, len(self.unlabeled_pool), (batch_size,), generator=self.gen)
+        image, scale, shift, eight_bit = self.unlabeled_pool.batch(idx, self.gen)
+        if self.cfg.data.augment:
+            image, _ = spatial_augment(image, None, self.gen, self.cfg.train.augment)
+        strong = intensity_augment(image, self.gen, self.cfg.ssl.strong) if self.method.needs_strong_view else None
+        return UnlabeledBatch(image.to(self.device), None, scale, shift, eight_bit,
+                              strong=None if strong is None else strong.to(self.device))
+
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
         bs = self.cfg.train.batch_size
+        for net in self.extra_networks.values():
+            net.train()
+        self.method.train()
         labeled = self.sample_batch(self.labeled_bank, bs, self.cfg.data.augment)
         unlabeled = None
         if self.method.uses_unlabeled:
-            unlabeled = self.sample_batch(self.unlabeled_bank, bs, augment=False)
-        return self.method.compute_losses(self.model, labeled, unlabeled, iteration)
+            unlabeled = self.sample_unlabeled(self.cfg.ssl.unlabeled_batch_size or 2 * bs)
+        losses = self.method.step(self.networks(), labeled, unlabeled, iteration).loss_dict()
+        for k in INTERVAL_LOGS:
+            if k in losses:
+                self._interval.setdefault(k, []).append(float(losses[k]))
+        return losses
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         segmenter = Segmenter(model, self.spec, self.device)
@@ -126,4 +188,7 @@ class SegmentationTrainer(BaseTrainer):
         metrics = {"val/dice": float(np.mean(per_class))}
         if k > 1:
             metrics.update({f"val/dice_{name}": v for name, v in zip(self.classes[1:], per_class)})
+        # guidance statistics of the interval since the last validation (mean q, share kept, lambdas)
+        metrics.update({f"guidance/{name}": float(np.mean(v)) for name, v in self._interval.items() if v})
+        self._interval = {}
         return metrics

@@ -8,6 +8,8 @@ resumable checkpoints. Subclasses (segmentation, quality predictor, SSL) overrid
 small methods, nnU-Net style:
 
 * :meth:`build_model` - the network;
+* optionally :meth:`build_extra_networks` - further networks trained with it (one optimiser, each set
+  up by Fabric: device, precision, DDP) and :meth:`after_optimizer_step` (EMA teachers);
 * :meth:`setup_data` - load what :meth:`training_step` samples from;
 * :meth:`training_step` - draw a batch and return a dict of losses with key ``"loss"``;
 * :meth:`validate` - return a dict of validation metrics incl. :attr:`monitor`;
@@ -66,6 +68,7 @@ class BaseTrainer:
         # checkpoint, which is what makes resume bit-exact. Offset by rank for DDP.
         self.gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + self.fabric.global_rank)
         self.model: nn.Module | None = None
+        self.extra_networks: dict[str, nn.Module] = {}
         self.ema: EMA | None = None
         self.history: list[dict[str, float]] = []
 
@@ -75,6 +78,13 @@ class BaseTrainer:
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
+
+    def build_extra_networks(self) -> dict[str, nn.Module]:
+        """Networks trained together with :meth:`build_model`'s (e.g. the second network of CPS)."""
+        return {}
+
+    def after_optimizer_step(self, iteration: int) -> None:
+        """Called after every optimiser step (and after the trainer's own EMA update)."""
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -120,9 +130,13 @@ class BaseTrainer:
     def _raw_model(self) -> nn.Module:
         return getattr(self.model, "module", self.model)
 
+    def raw_extra_networks(self) -> dict[str, nn.Module]:
+        return {k: getattr(m, "module", m) for k, m in self.extra_networks.items()}
+
     def _state(self, iteration: int, best: float | None, best_it: int | None, bad: int) -> dict[str, Any]:
         state = {
             "model": self._raw_model().state_dict(),
+            "extra_networks": {k: m.state_dict() for k, m in self.raw_extra_networks().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "iteration": iteration,
@@ -163,9 +177,16 @@ class BaseTrainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.setup_data()
         model = self.build_model()
-        optimizer = self.build_optimizer(model)
+        extra = self.build_extra_networks()
+        # one optimiser over every trained network; each network is set up (device, precision, DDP) on its own
+        optimizer = self.build_optimizer(nn.ModuleList([model, *extra.values()]) if extra else model)
         self.scheduler = build_scheduler(optimizer, self.cfg.train.schedule, self.iterations, self.cfg.train.warmup)
-        self.model, self.optimizer = self.fabric.setup(model, optimizer)
+        if extra:
+            self.model = self.fabric.setup_module(model)
+            self.extra_networks = {k: self.fabric.setup_module(m) for k, m in extra.items()}
+            self.optimizer = self.fabric.setup_optimizers(optimizer)
+        else:
+            self.model, self.optimizer = self.fabric.setup(model, optimizer)
         if self.cfg.train.ema:
             self.ema = EMA(self._raw_model(), self.cfg.train.ema)
         if self.is_main:
@@ -181,6 +202,8 @@ class BaseTrainer:
         if resume and last_path.is_file():
             state = load_checkpoint(last_path, map_location="cpu")
             self._raw_model().load_state_dict(state["model"])
+            for k, m in self.raw_extra_networks().items():
+                m.load_state_dict(state["extra_networks"][k])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.gen.set_state(state["generator"])
@@ -215,6 +238,7 @@ class BaseTrainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self._raw_model())
+            self.after_optimizer_step(it)
             for k, v in losses.items():
                 running[k] = running.get(k, 0.0) + float(v.detach())
             running["_n"] = running.get("_n", 0) + 1

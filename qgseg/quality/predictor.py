@@ -291,14 +291,19 @@ class QualityPredictor(nn.Module):
             stages.append(x)
         return stages
 
-    def _forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Head logits ``(B, K)`` (fused with the decoder prior when there is a decoder) and truth logits."""
+    def _forward_parts(self, x: torch.Tensor, detach_truth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Head logits ``(B, K)`` (fused with the decoder prior when there is a decoder) and truth logits.
+
+        ``detach_truth``: the decoded truth enters the score without gradient, so a loss on the score
+        (QAR) cannot move g's idea of the truth toward the mask, only the mask toward it."""
         self._check_concat(x)
         if self.decoder is None:
             return self.head(self.backbone(x)), None
         stages = self._stages(x)
         logits = self.head(torch.flatten(self.backbone.avgpool(stages[-1]), 1))
         truth_logits = self.decoder(stages, x)
+        if detach_truth:
+            truth_logits = truth_logits.detach()
         prior = soft_dice(x[:, self.image_channels:], torch.sigmoid(truth_logits)).clamp(1e-4, 1 - 1e-4)
         return logits + self.prior_weight * torch.logit(prior), truth_logits
 
@@ -306,7 +311,8 @@ class QualityPredictor(nn.Module):
         """Pre-sigmoid scores ``(B, K)`` of the regression head for a pre-concatenated input."""
         return self._forward_parts(x)[0]
 
-    def forward_concat(self, x: torch.Tensor, return_truth: bool = False, return_readouts: bool = False):
+    def forward_concat(self, x: torch.Tensor, return_truth: bool = False, return_readouts: bool = False,
+                       detach_truth: bool = False):
         """Predicted Dice ``(B, K)`` in [0, 1] for a pre-concatenated ``(B, image_channels + K, *spatial)`` input
         already in the network's frame (no mask-centred crop is applied here; :meth:`forward` does it).
 
@@ -317,7 +323,7 @@ class QualityPredictor(nn.Module):
         """
         if return_truth and self.decoder is None:
             raise ValueError("return_truth needs a predictor built with truth_decoder=True")
-        logits, truth_logits = self._forward_parts(x)
+        logits, truth_logits = self._forward_parts(x, detach_truth)
         if return_truth:
             return torch.sigmoid(logits), truth_logits
         if not return_readouts:  # only the readout asked for: scoring (and QAR) pays for nothing else
@@ -343,7 +349,7 @@ class QualityPredictor(nn.Module):
         return torch.cat([image, masks.to(image.dtype)], dim=1)
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor, return_truth: bool = False,
-                return_readouts: bool = False):
+                return_readouts: bool = False, detach_truth: bool = False):
         """Predicted Dice per foreground class, ``(B, K)`` in [0, 1]. Masks may be soft.
 
         ``return_truth=True`` (decoder models): ``(head Dice, truth_logits)`` for the training
@@ -351,7 +357,8 @@ class QualityPredictor(nn.Module):
         ``return_readouts=True``: ``{"fused": ..., "agreement": ...}`` from one pass.
         """
         x = self.input_view(self.concat_inputs(image, masks), masks)
-        return self.forward_concat(x, return_truth=return_truth, return_readouts=return_readouts)
+        return self.forward_concat(x, return_truth=return_truth, return_readouts=return_readouts,
+                                   detach_truth=detach_truth)
 
     # ---------------------------------------------------------------- region of interest
     def roi_theta(self, masks: torch.Tensor) -> torch.Tensor | None:
