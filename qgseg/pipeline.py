@@ -162,3 +162,75 @@ def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     result.update({"wall_s": wall, "quality": qres, "qc": {k: v for k, v in qc.items() if k != "rows"}})
     return result
 
+
+
+# ----------------------------------------------------------------------------- guided SSL (phase 2)
+#: short names of ``qgseg compare`` variants -> ssl.method
+VARIANT_ALIASES = {"sup": "supervised", "pl": "pl-c", "fixmatch-style": "fixmatch"}
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """Config overrides of a comparison variant: ``METHOD``, ``METHOD-qw``, ``METHOD+qar``,
+    ``METHOD-qw+qar`` or ``qar`` (= ``sup+qar``). ``pl-qw`` is PL with quality weights in place of
+    PL-C's confidence weights."""
+    from .config import ConfigError
+    from .ssl import METHODS
+
+    name = variant.strip().lower()
+    qar = name == "qar" or name.endswith("+qar")
+    base = "sup" if name == "qar" else name.removesuffix("+qar")
+    qw = base.endswith("-qw")
+    base = base.removesuffix("-qw")
+    method = VARIANT_ALIASES.get(base, base)
+    if method not in METHODS:
+        raise ConfigError(f"variant '{variant}': unknown method '{base}' (methods: {', '.join(METHODS)}; "
+                          f"add -qw for quality-weighted pseudolabels, +qar for QAR, or 'qar' alone)")
+    return [f"ssl.method={method}", f"guidance.qw={str(qw).lower()}", f"guidance.qar={str(qar).lower()}"]
+
+
+def run_guided(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, data: RunData | None = None,
+               flag_below: float = 0.7) -> dict[str, Any]:
+    """``qgseg run``: phase 1 (the quality predictor, unless ``guidance.predictor`` names one, which is
+    then checked for leaks), phase 2 (``ssl.method`` guided by ``guidance``), evaluation on the test
+    split, and a QC report: every test prediction scored by g next to its true Dice (MAE, Pearson,
+    Spearman) with the flagged cases. Writes ``<run>/result.json``."""
+    import copy
+
+    from .quality.scoring import load_quality_predictor
+
+    run_dir = Path(run_dir or default_run_dir(cfg))
+    start = time.time()
+    data = data or prepare_run_data(cfg.data, cfg.output_dir)
+    cfg = copy.deepcopy(cfg)
+    predictor = cfg.guidance.predictor
+    phase1: dict[str, Any] = {}
+    if not predictor:
+        from .quality.training import train_quality_predictor
+
+        print(f"phase 1: training the quality predictor on the {len(data.labeled)} labeled cases")
+        qres = train_quality_predictor(cfg, run_dir / "quality", resume=resume, data=data)
+        predictor = qres["checkpoint"]
+        cfg.guidance.predictor = str(predictor)
+        phase1 = {"checkpoint": str(predictor), "wall_s": qres.get("wall_s")}
+    print(f"phase 2: {cfg.ssl.method}{' -QW' if cfg.guidance.qw else ''}{' +QAR' if cfg.guidance.qar else ''}")
+    result = train_and_evaluate(cfg, run_dir / "segmenter", resume=resume, data=data, keep_predictions=True)
+    result["phase1"] = phase1
+    scorer = load_quality_predictor(predictor)
+    segmenter = load_segmenter(run_dir / "segmenter" / "checkpoints" / "best.ckpt", cfg=cfg)
+    ds = data.dataset
+    qc = quality_control(scorer, segmenter, (ds.load(i) for i in data.test), result["test_rows"], run_dir / "qc",
+                         flag_below=flag_below, predictions=result.pop("test_predictions"))
+    result["qc"] = {"metrics": qc["metrics"], "flagged": [r["case_id"] for r in qc["flagged"]],
+                    "n_unsure": len(qc["unsure"])}
+    result["wall_s"] = time.time() - start
+    result["variant"] = {"method": cfg.ssl.method, "qw": cfg.guidance.qw, "qar": cfg.guidance.qar,
+                         "seed": cfg.train.seed}
+    with open(run_dir / "result.json", "w") as fh:
+        json.dump({k: v for k, v in result.items() if k not in ("table", "test_rows")}, fh, indent=2, default=float)
+    m = qc["metrics"]
+    print(result["table"])
+    print(f"\nQC of the test predictions by the quality predictor (no ground truth used): MAE {m['mae']:.3f}, "
+          f"Pearson {m['pearson']:.3f}, Spearman {m['spearman']:.3f}; {len(qc['flagged'])} flagged below "
+          f"{flag_below:g}" + (": " + ", ".join(r["case_id"] for r in qc["flagged"][:10]) if qc["flagged"] else ""))
+    print(f"run folder: {run_dir} (segmenter/, quality/, qc/, result.json); wall {result['wall_s']:.0f} s")
+    return result

@@ -12,6 +12,8 @@ COMMANDS = {
     "evaluate": "evaluate a checkpoint on a dataset split (Dice, IoU, HD95, ASD per case and class)",
     "predict": "write predicted masks for an image file or folder",
     "data": "dataset tools: 'data check' reports every problem in a dataset",
+    "run": "the whole job: quality predictor (phase 1), guided semi-supervised training (phase 2), test "
+           "evaluation and QC of the test predictions",
 }
 
 
@@ -54,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file or preset name (demo, ph2, cvc_colondb, acdc)")
     p.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.ckpt")
     p.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    _config_args(p)
+
+    p = sub.add_parser("run", help=COMMANDS["run"], description=COMMANDS["run"])
+    p.add_argument("config", help="YAML config file or preset name (e.g. ssl_demo, ssl_ph2, ssl_acdc)")
+    p.add_argument("--variant", help="method variant, e.g. mt, mt-qw, qar, fixmatch-qw+qar (sets ssl.method, "
+                                     "guidance.qw, guidance.qar)")
+    p.add_argument("--predictor", help="reuse a trained quality predictor (checkpoint or run folder) instead of "
+                                       "training one; it is checked for leaks first")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--flag-below", type=float, default=0.7, help="QC: flag test predictions scored below this")
     _config_args(p)
 
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"], description=COMMANDS["evaluate"])
@@ -103,6 +115,18 @@ def cmd_train(args: argparse.Namespace, source) -> int:
         print(result["table"])
         print(f"\nrun folder: {run_dir}  (best val Dice {result['best_val_dice']:.4f} at iteration "
               f"{result['best_iteration']}; wall {result['wall_s']:.0f} s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..pipeline import default_run_dir, run_guided, variant_overrides
+
+    if args.variant:
+        args.overrides = variant_overrides(args.variant) + list(args.overrides)
+    if args.predictor:
+        args.overrides = list(args.overrides) + [f"guidance.predictor={args.predictor}"]
+    cfg = _load_cfg(args, args.config)
+    run_guided(cfg, default_run_dir(cfg), resume=args.resume, flag_below=args.flag_below)
     return 0
 
 
@@ -195,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             code = cmd_demo(args)
+        elif args.command == "run":
+            code = cmd_run(args)
         elif args.command == "train":
             code = cmd_train(args, args.config)
         elif args.command == "evaluate":

@@ -17,11 +17,12 @@ __all__ = ["QualityCritic", "QualityGuidance", "quality_weights", "build_run_met
 
 def load_critic(cfg: Any, run_data: Any, device: Any = "cpu") -> QualityCritic:
     """Load ``cfg.guidance.predictor`` and run the leak check against ``run_data``."""
+    from ..config import ConfigError
     from ..quality.leak import check_predictor_leak
 
     g = cfg.guidance
     if not g.predictor:
-        raise ValueError("guidance.qar / guidance.qw need a quality predictor: set guidance.predictor to a "
+        raise ConfigError("guidance.qar / guidance.qw need a quality predictor: set guidance.predictor to a "
                          "checkpoint or run folder (or use `qgseg run`, which trains one first)")
     critic = QualityCritic.from_checkpoint(g.predictor, device)
     check_predictor_leak(critic.meta, run_data, critic.source, allow_unverified=g.allow_unverified_predictor)

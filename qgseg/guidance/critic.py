@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..data.preprocess import resize_image
 from ..quality.predictor import QualityPredictor
 from ..ssl.base import Batch
@@ -70,7 +71,7 @@ class QualityCritic:
         if self.spatial_dims != spatial_dims:
             problems.append(f"{self.spatial_dims}D vs the run's {spatial_dims}D network")
         if problems:
-            raise ValueError(f"quality predictor {self.source} does not fit this run: " + "; ".join(problems))
+            raise ConfigError(f"guidance.predictor {self.source} does not fit this run: " + "; ".join(problems))
 
     def prepare_image(self, image: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Segmenter-normalised ``image`` (B, C, *S) of ``batch`` -> g's normalisation at g's size."""
