@@ -1,0 +1,223 @@
+"""Quality guidance: -QW weights, QAR gradients, g frozen in eval mode, the leak guard, every
+method x guidance combination end to end, and exact resume of runs with teachers / two networks."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from qgseg.config import ConfigError, GuidanceConfig, load_config
+from qgseg.data.io import DataError
+from qgseg.data.run_data import prepare_run_data
+from qgseg.engine import Interrupted, load_checkpoint
+from qgseg.engine.segmentation import SegmentationTrainer
+from qgseg.guidance import QualityCritic, QualityGuidance, build_run_method, quality_weights
+from qgseg.models import build_model
+from qgseg.ssl import METHODS, Batch, UnlabeledBatch, build_method
+from qgseg.ssl.base import UnlabeledTerm
+
+from helpers import tiny_config, tiny_dataset
+
+META = {"classes": ["background", "a", "b"], "image_size": [16, 16], "normalize": "none", "spatial_dims": 2,
+        "image_channels": 1}
+
+
+class StubPredictor(nn.Module):
+    """g(image, masks): a fixed score per sample (``values``) plus a differentiable term of the masks, and a
+    BatchNorm whose running statistics must never move."""
+
+    def __init__(self, values=None, slope: float = 0.0):
+        super().__init__()
+        self.values = values
+        self.slope = nn.Parameter(torch.tensor(float(slope)))
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, image, masks, detach_truth=False):
+        self.bn(image[:, :1])  # updates running stats if (wrongly) in train mode
+        b, k = masks.shape[:2]
+        base = torch.full((b, k), 0.8) if self.values is None else self.values[:b].view(b, -1).expand(b, k)
+        return (base + self.slope * masks.flatten(2).mean(-1)).clamp(0, 1)
+
+
+def _critic(values=None, slope=0.0):
+    return QualityCritic(StubPredictor(values, slope), META)
+
+
+def _term(b=4, k=2):
+    torch.manual_seed(0)
+    loss = torch.rand(b, k, requires_grad=True)
+    batch = Batch(torch.randn(b, 1, 16, 16))
+    return UnlabeledTerm("pseudo", loss, 1.0, torch.randint(0, 3, (b, 16, 16)), batch.image, batch)
+
+
+def _guided(method_name, critic):
+    cfg = load_config(None, [f"ssl.method={method_name}"])
+    method = QualityGuidance(build_method(cfg, 3), critic, GuidanceConfig(qw=True, qar=True, qar_start=0.0,
+                                                                          qar_rampup=0.0))
+    method.configure(10, torch.Generator().manual_seed(0))
+    return method
+
+
+def test_quality_weights_formula():
+    q = torch.tensor([0.9, 0.6, 0.4, 1.0])
+    torch.testing.assert_close(quality_weights(q, 2.0, 0.5), torch.tensor([0.81, 0.36, 0.0, 1.0]))
+
+
+def test_constant_predictor_gives_uniform_weights_equal_to_the_plain_mean():
+    term = _term()
+    plain = term.reduced()
+    q = _critic().score_labels(term.image, term.batch, term.pseudolabel)
+    term.sample_weight = quality_weights(q, 2.0, 0.5)
+    assert torch.allclose(term.sample_weight, term.sample_weight[0, 0].expand_as(term.sample_weight))
+    torch.testing.assert_close(term.reduced(), plain)
+
+
+def test_a_sample_scored_zero_contributes_nothing():
+    term = _term()
+    critic = _critic(values=torch.tensor([0.9, 0.0, 0.7, 0.8]))
+    term.sample_weight = quality_weights(critic.score_labels(term.image, term.batch, term.pseudolabel), 2.0, 0.5)
+    loss = term.reduced()
+    loss.backward()
+    assert torch.all(term.loss.grad[1] == 0) and torch.all(term.loss.grad[[0, 2, 3]] > 0)
+    # the same value as the weighted mean over the other samples only
+    w = torch.tensor([0.81, 0.49, 0.64])[:, None]
+    expected = ((term.loss[[0, 2, 3]] * w).sum(0) / w.sum(0)).sum()
+    torch.testing.assert_close(loss, expected)
+    # every weight 0: the term contributes 0, not nan
+    term.sample_weight = torch.zeros(4, 2)
+    assert float(term.reduced().detach()) == 0.0
+
+
+def test_qar_gradient_reaches_the_student_not_g_and_g_stays_in_eval_mode():
+    critic = _critic(values=torch.full((4,), 0.3), slope=1.0)
+    g = critic.model
+    g.train()  # even if someone puts it in train mode, the critic uses it in eval mode
+    method = _guided("mt", critic)
+    student = build_model("unet", 2, 1, 3, [4, 8, 16], 0.0)
+    method.setup(student)
+    method.train()  # the trainer does this every step: g is not a sub-module, so it is unaffected
+    labeled = Batch(torch.randn(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16)))
+    unlabeled = UnlabeledBatch(torch.randn(4, 1, 16, 16))
+    stats = g.bn.running_mean.clone()
+    out = method.step({"student": student}, labeled, unlabeled, 5)
+    assert "qar" in out.extra and out.extra["qar"].requires_grad
+    out.extra["qar"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert g.slope.grad is None and not g.slope.requires_grad
+    assert not g.training and torch.equal(g.bn.running_mean, stats)
+    assert not any(k.startswith("critic") for k in method.state_dict())  # never saved with the run
+    assert 0 < float(out.logs["q_student"]) <= 1
+    assert out.unlabeled[0].sample_weight is not None  # -QW applied to MT's pseudolabel
+
+
+def test_critic_prepares_its_own_normalisation_and_size():
+    meta = {**META, "normalize": "zscore", "image_size": [8, 8]}
+    critic = QualityCritic(StubPredictor(), meta)
+    raw = torch.rand(2, 1, 16, 16) * 200 + 10
+    batch = Batch(raw / 255.0, raw_scale=torch.full((2, 1), 255.0), raw_shift=torch.zeros(2, 1), eight_bit=True)
+    x = critic.prepare_image(batch.image, batch)
+    assert x.shape == (2, 1, 8, 8)
+    z = (raw - raw.mean((2, 3), keepdim=True)) / raw.std((2, 3), keepdim=True, unbiased=False)
+    torch.testing.assert_close(x, torch.nn.functional.interpolate(z, size=(8, 8), mode="bilinear"))
+    unit = QualityCritic(StubPredictor(), {**meta, "normalize": "auto"}).prepare_image(batch.image, batch)
+    assert float(unit.max()) <= 1.0 and float(unit.min()) >= 0.0  # auto + 8-bit -> x / 255
+
+
+def test_incompatible_predictor_is_refused():
+    critic = _critic()
+    with pytest.raises(ConfigError, match="classes"):
+        critic.check_compatible(["background", "lesion"], 1, 2)
+    with pytest.raises(ConfigError, match="3D"):
+        critic.check_compatible(["background", "a", "b"], 1, 3)
+
+
+# ------------------------------------------------------------------------- end to end on tiny data
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from qgseg.quality.training import train_quality_predictor
+
+    root = tmp_path_factory.mktemp("guided")
+    data_dir = tiny_dataset(root / "data", n_labeled=6, n_unlabeled=6)
+    cfg = _cfg(data_dir, root)
+    q = train_quality_predictor(cfg, root / "quality", data=prepare_run_data(cfg.data, cfg.output_dir),
+                                evaluate=False)
+    return {"root": root, "data": data_dir, "predictor": q["checkpoint"]}
+
+
+def _cfg(data_dir, root, *extra, **overrides):
+    q = {"quality__depth": 10, "quality__width": "[4,4,8,8]", "quality__image_size": "[32,32]",
+         "quality__masks_per_image": 1, "quality__epochs": 1, "quality__batch_size": 4,
+         "quality__weak_probability": 0.0, "quality__eval_real_networks": "false"}
+    cfg = tiny_config(data_dir, root, **{**q, **overrides})
+    if extra:
+        from qgseg.config import load_config as lc, to_dict
+
+        cfg = lc(to_dict(cfg), list(extra))
+    return cfg
+
+
+COMBINATIONS = [(m, qw, qar) for m, qw, qar in itertools.product(METHODS, (False, True), (False, True))
+                if not (qw and not METHODS[m].makes_pseudolabels)]
+
+
+@pytest.mark.parametrize("method,qw,qar", COMBINATIONS)
+def test_two_iterations_of_every_method_and_guidance(tiny, tmp_path, method, qw, qar):
+    cfg = _cfg(tiny["data"], tmp_path, f"ssl.method={method}", f"guidance.qw={str(qw).lower()}",
+               f"guidance.qar={str(qar).lower()}", f"guidance.predictor={tiny['predictor']}", "guidance.qar_start=0",
+               "train.iterations=2", "train.val_every=2", "ssl.unlabeled_batch_size=4")
+    trainer = SegmentationTrainer(cfg, tmp_path / "run")
+    result = trainer.fit()
+    assert result.iterations_done == 2 and result.best_metric is not None
+    last = trainer.history[-1]
+    if qw:
+        assert 0 <= last["guidance/q_pseudo"] <= 1 and 0 <= last["guidance/kept"] <= 1
+    if qar:
+        assert last["guidance/lambda_qar"] > 0 and "guidance/q_student" in last
+    assert not any(p.requires_grad for p in getattr(trainer.method, "critic", None).model.parameters()) if (qw or qar) \
+        else not hasattr(trainer.method, "critic")
+
+
+def test_leak_guard_refuses_a_predictor_trained_on_this_runs_unlabeled_cases(tiny, tmp_path):
+    # the tiny predictor was trained on all 6 labeled cases; a run labelling only half treats 3 as unlabeled
+    cfg = _cfg(tiny["data"], tmp_path, "ssl.method=mt", "guidance.qw=true", "data.labeled=0.5",
+               f"guidance.predictor={tiny['predictor']}")
+    run = prepare_run_data(cfg.data, cfg.output_dir)
+    with pytest.raises(DataError, match="unlabeled"):
+        build_run_method(cfg, 2, run)
+    with pytest.raises(DataError, match="unlabeled"):
+        SegmentationTrainer(cfg, tmp_path / "leak").fit()
+
+
+def test_guidance_without_a_predictor_is_a_clear_error(tiny, tmp_path):
+    cfg = _cfg(tiny["data"], tmp_path, "ssl.method=mt", "guidance.qar=true")
+    with pytest.raises(ConfigError, match="guidance.predictor"):
+        build_run_method(cfg, 2, prepare_run_data(cfg.data, cfg.output_dir))
+
+
+@pytest.mark.parametrize("method", ["mt", "cps", "bcp"])
+def test_kill_and_resume_gives_identical_weights(tiny, tmp_path, method):
+    extra = [f"ssl.method={method}", "train.deterministic=true", "train.iterations=8", "train.val_every=4",
+             "ssl.unlabeled_batch_size=4", f"guidance.predictor={tiny['predictor']}", "guidance.qar_start=0"]
+    if method != "bcp":
+        extra += ["guidance.qw=true", "guidance.qar=true"]
+    cfg = _cfg(tiny["data"], tmp_path, *extra)
+    SegmentationTrainer(cfg, tmp_path / "full").fit()
+    killed = SegmentationTrainer(cfg, tmp_path / "killed")
+    with pytest.raises(Interrupted):
+        killed.fit(stop_after=6)  # the last checkpoint was written at iteration 4
+    SegmentationTrainer(cfg, tmp_path / "killed").fit(resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")
+    for part in ("model",):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    for name in a["extra_networks"]:  # CPS's second network
+        assert all(torch.equal(a["extra_networks"][name][k], b["extra_networks"][name][k]) for k in a["extra_networks"][name])
+    ma, mb = a["extra"].get("method", {}), b["extra"].get("method", {})
+    assert ma.keys() == mb.keys()
+    if method in ("mt", "bcp"):
+        assert any("teacher" in k for k in ma)
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)  # EMA teacher
+    if method == "cps":
+        assert list(a["extra_networks"]) == ["student_b"]
