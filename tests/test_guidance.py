@@ -175,6 +175,8 @@ def test_two_iterations_of_every_method_and_guidance(tiny, tmp_path, method, qw,
         assert 0 <= last["guidance/q_pseudo"] <= 1 and 0 <= last["guidance/kept"] <= 1
     if qar:
         assert last["guidance/lambda_qar"] > 0 and "guidance/q_student" in last
+    if qw or qar:  # g's error on the student's validation predictions, logged at every validation
+        assert 0 <= last["guidance/g_mae_val"] <= 1
     assert not any(p.requires_grad for p in getattr(trainer.method, "critic", None).model.parameters()) if (qw or qar) \
         else not hasattr(trainer.method, "critic")
 

@@ -112,6 +112,17 @@ class SegmentationTrainer(BaseTrainer):
             torch.set_rng_state(state)
         return nets
 
+    def _val_scorer(self):
+        """g as a case scorer (same weights as the critic) for guided runs, else ``None``."""
+        critic = getattr(self.method, "critic", None)
+        if critic is None:
+            return None
+        if getattr(self, "_scorer", None) is None:
+            from ..quality.scoring import QualityScorer
+
+            self._scorer = QualityScorer(critic.model, critic.meta, critic.model_device)
+        return self._scorer
+
     def setup(self) -> None:
         super().setup()
         self.method.setup(self._raw_model())  # teachers start as copies of the student
@@ -179,15 +190,33 @@ class SegmentationTrainer(BaseTrainer):
     def validate(self, model: nn.Module) -> dict[str, float]:
         segmenter = Segmenter(model, self.spec, self.device)
         k = len(self.classes) - 1
-        sums = torch.zeros(k + 1, dtype=torch.float64)
+        scorer = self._val_scorer()
+        # per class: Dice sums, then (guided runs) |g's predicted Dice - true Dice| sums; then the case count
+        sums = torch.zeros(2 * k + 1, dtype=torch.float64)
+        pred_true: list[tuple[float, float]] = []
         for case in self.val_cases:
-            sums[:k] += torch.from_numpy(foreground_dice(segmenter.predict(case), case.label, len(self.classes)))
-            sums[k] += 1
+            mask = segmenter.predict(case)
+            dice = foreground_dice(mask, case.label, len(self.classes))
+            sums[:k] += torch.from_numpy(dice)
+            if scorer is not None:  # does g judge this student's predictions correctly? (logged, never selects)
+                predicted = scorer.score(case, mask)
+                sums[k:2 * k] += torch.from_numpy(np.abs(predicted - dice))
+                pred_true += list(zip(predicted.tolist(), dice.tolist()))
+            sums[2 * k] += 1
         sums = self.fabric.all_reduce(sums.to(self.device), reduce_op="sum").cpu()
-        per_class = (sums[:k] / sums[k].clamp_min(1)).tolist()
+        n = sums[2 * k].clamp_min(1)
+        per_class = (sums[:k] / n).tolist()
         metrics = {"val/dice": float(np.mean(per_class))}
         if k > 1:
             metrics.update({f"val/dice_{name}": v for name, v in zip(self.classes[1:], per_class)})
+        if scorer is not None:
+            metrics["guidance/g_mae_val"] = float((sums[k:2 * k] / n).mean())
+            if self.fabric.world_size == 1 and len(pred_true) > 2:
+                from scipy.stats import spearmanr
+
+                p, t = np.array(pred_true).T
+                if p.std() > 0 and t.std() > 0:
+                    metrics["guidance/g_spearman_val"] = float(spearmanr(p, t)[0])
         # guidance statistics of the interval since the last validation (mean q, share kept, lambdas)
         metrics.update({f"guidance/{name}": float(np.mean(v)) for name, v in self._interval.items() if v})
         self._interval = {}

@@ -58,6 +58,10 @@ class QualityCritic:
         return cls(model, meta, device, source=str(path))
 
     @property
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def num_fg(self) -> int:
         return len(self.classes) - 1
 
