@@ -223,3 +223,29 @@ def test_kill_and_resume_gives_identical_weights(tiny, tmp_path, method):
     assert all(torch.equal(ma[k], mb[k]) for k in ma)  # EMA teacher
     if method == "cps":
         assert list(a["extra_networks"]) == ["student_b"]
+
+
+@pytest.mark.parametrize("variant", ["cps", "mt-qw+qar"])
+def test_two_networks_and_guidance_under_two_process_ddp(tiny, tmp_path, variant):
+    """Fabric launches 2 gloo processes: CPS's second network and the guided student are set up for DDP,
+    g stays a plain frozen module on each rank, validation is reduced across ranks, rank 0 writes."""
+    import subprocess
+    import sys
+
+    from qgseg.pipeline import variant_overrides
+
+    sets = [f"data.dataset={tiny['data']}", "data.image_size=[32,32]", "model.features=[8,16,32]",
+            "train.iterations=4", "train.val_every=2", "runtime.devices=2", "runtime.strategy=ddp",
+            "runtime.accelerator=cpu", "runtime.progress=false", "ssl.unlabeled_batch_size=4",
+            f"guidance.predictor={tiny['predictor']}", "guidance.qar_start=0", *variant_overrides(variant)]
+    cmd = [sys.executable, "-m", "qgseg.cli.main", "train", "demo", "--output-dir", str(tmp_path), "--name", "ddp"]
+    for s in sets:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("[4/4] val/dice") == 1, "only rank 0 prints"
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    if variant == "cps":
+        assert list(state["extra_networks"]) == ["student_b"]
+    else:
+        assert "guidance/g_mae_val" in state["history"][-1] and "guidance/q_pseudo" in state["history"][-1]

@@ -218,6 +218,7 @@ class SegmentationTrainer(BaseTrainer):
                 if p.std() > 0 and t.std() > 0:
                     metrics["guidance/g_spearman_val"] = float(spearmanr(p, t)[0])
         # guidance statistics of the interval since the last validation (mean q, share kept, lambdas)
-        metrics.update({f"guidance/{name}": float(np.mean(v)) for name, v in self._interval.items() if v})
+        metrics.update({f"{'ssl' if name == 'lambda' else 'guidance'}/{name}": float(np.mean(v))
+                        for name, v in self._interval.items() if v})
         self._interval = {}
         return metrics

@@ -1,0 +1,136 @@
+"""Guided semi-supervised benchmark: methods x guidance x 3 seeds through `qgseg compare`.
+
+    OMP_NUM_THREADS=1 python benchmarks/ssl.py ph2   --data-root ../shared/data [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/ssl.py acdc3 --data-root ../shared/data [--jobs 2]
+
+Protocol (CPU, identical for every method of a dataset; the presets say it in full):
+* ph2: configs/ssl_ph2.yaml - paper split 140/20/40, derm-unlabeled (1,500) as the pool, 96x96,
+  U-Net 16..128, 500 iterations of 8 labeled + 16 unlabeled, validation every 100.
+* acdc3: configs/ssl_acdc.yaml - 3 labeled patients (68 slices), 1,244 unlabeled slices, 20 val /
+  40 test volumes, 128x128, U-Net 16..256, 500 iterations of 8 + 16, per-class Dice and HD95 on volumes.
+Checkpoints selected on validation only; 3 seeds; one quality predictor per dataset trained on
+that dataset's labeled cases only (phase 1 of the grid; the leak guard checks every run).
+Writes benchmarks/results/ssl_<name>.json/.md: `methods` (dice, dice_std, hd95, wall_s, seeds,
+per class), `guided_vs_base` (paired difference, wins), and per variant what explains the
+outcome: g's error on the student's validation predictions during training, mean q of the
+pseudolabels, share of unlabeled samples kept, and g's QC accuracy on the test predictions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA_ROOT, RESULTS, command_line, START_COMMIT  # noqa: E402
+
+SETTINGS = {"ph2": "ssl_ph2", "acdc3": "ssl_acdc"}
+METHODS = "sup,pl-c,pl-qw,mt,mt-qw,qar,fixmatch,fixmatch-qw"
+
+
+def run_diagnostics(run_dir: Path) -> dict[str, float]:
+    """Guidance statistics of one run: means over its validations, and g's QC of its test predictions."""
+    out: dict[str, float] = {}
+    hist = run_dir / "segmenter" / "train_history.json"
+    if hist.is_file():
+        rows = json.loads(hist.read_text())["history"]
+        for key in ("guidance/g_mae_val", "guidance/g_spearman_val", "guidance/q_pseudo", "guidance/kept",
+                    "guidance/q_student"):
+            vals = [r[key] for r in rows if key in r]
+            if vals:
+                out[key.split("/")[1]] = float(np.mean(vals))
+    res = run_dir / "result.json"
+    if res.is_file():
+        qc = json.loads(res.read_text()).get("qc", {}).get("metrics", {})
+        out.update({f"qc_test_{k}": qc[k] for k in ("mae", "spearman") if k in qc})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=sorted(SETTINGS))
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--output-dir", default="runs/bench")
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--predictor", help="reuse a phase-1 predictor (trained on the same labeled cases)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    preset = SETTINGS[args.which]
+    name = f"ssl_{args.which}_grid"
+    cmd = [sys.executable, "-m", "qgseg.cli.main", "compare", preset, "--methods", args.methods, "--seeds", args.seeds,
+           "--jobs", str(args.jobs), "--output-dir", args.output_dir, "--name", name, "--data-root", args.data_root]
+    if args.predictor:
+        cmd += ["--predictor", args.predictor]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    start = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = subprocess.run(cmd, env=env).returncode
+    grid = Path(args.output_dir) / name
+    comparison = json.loads((grid / "comparison.json").read_text())
+    methods = comparison["methods"]
+    for variant, row in methods.items():
+        diags = [run_diagnostics(grid / "runs" / f"{variant}_s{s}") for s in row.get("seeds", [])]
+        keys = sorted({k for d in diags for k in d})
+        row["diagnostics"] = {k: float(np.mean([d[k] for d in diags if k in d])) for k in keys}
+    predictor = comparison.get("predictor")
+    qeval = None
+    if predictor:
+        qdir = Path(predictor).parents[1]
+        qfile = qdir / "eval" / "quality_eval.json"
+        if qfile.is_file():
+            q = json.loads(qfile.read_text())
+            qeval = {"synthetic": {k: q["synthetic"]["all"].get(k) for k in ("mae", "spearman", "pearson", "n")}}
+    guided = comparison.get("guided_vs_base", {})
+    unguided = {v: r for v, r in methods.items() if v not in guided}
+    best_unguided = max(unguided, key=lambda v: unguided[v]["dice"]) if unguided else None
+    best_guided = max(guided, key=lambda v: methods[v]["dice"]) if guided else None
+    result = {
+        "methods": methods, "guided_vs_base": guided, "predictor": predictor, "predictor_eval": qeval,
+        "best_unguided": best_unguided, "best_guided": best_guided,
+        "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None
+                                            and methods[best_guided]["dice"] > methods[best_unguided]["dice"]),
+        "wall_s": time.time() - start, "compare_exit_code": code, "grid": str(grid),
+        "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "
+                     f"qgseg compare --jobs {args.jobs} single-thread runs on the CPU; checkpoint selected on val; "
+                     f"test split scored once per run" + (f"; overrides {args.overrides}" if args.overrides else "")),
+        "command": command_line(), "git_commit": START_COMMIT,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"ssl_{args.which}.json"
+    out.write_text(json.dumps(result, indent=2, default=float))
+    unit = next(iter(methods.values())).get("hd95_unit", "")
+    lines = [f"# Guided SSL benchmark: {args.which}", "",
+             "| variant | test Dice (mean ± std over seeds) | HD95 | wall s / run | seeds | vs own base (paired) | wins "
+             "| g MAE on student (val) | q of pseudolabels | kept | g QC MAE (test) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v, r in methods.items():
+        g = guided.get(v)
+        d = r.get("diagnostics", {})
+        fmt = lambda k: f"{d[k]:.3f}" if k in d else ""  # noqa: E731
+        lines.append(f"| {v} | {r['dice']:.4f} ± {r['dice_std']:.4f} | {r['hd95']:.2f} {unit} | {r['wall_s']:.0f} | "
+                     f"{len(r['seeds'])} | " + (f"{g['diff']:+.4f} ± {g['diff_std']:.4f} vs {g['base']} | "
+                                                f"{g['wins']}/{g['n']}" if g else " | ")
+                     + f" | {fmt('g_mae_val')} | {fmt('q_pseudo')} | {fmt('kept')} | {fmt('qc_test_mae')} |")
+    lines += ["", f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "
+                  f"{result['best_guided_beats_best_unguided']}.", ""]
+    if qeval:
+        s = qeval["synthetic"]
+        lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
+                  f"Spearman {s['spearman']:.3f} (n={s['n']}).", ""]
+    lines += [f"Protocol: {result['protocol']}", "", f"Command: `{result['command']}`", f"Commit: `{START_COMMIT}`"]
+    (RESULTS / f"ssl_{args.which}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
