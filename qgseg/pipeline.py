@@ -107,61 +107,100 @@ def quality_control(scorer, segmenter: Segmenter, cases, rows: list[dict[str, An
             "rows": out}
 
 
-def run_demo(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """``qgseg demo``: generate the demo data, train a segmenter (best checkpoint on validation),
-    evaluate it on test, train the quality predictor on the same labeled data, and use it to
-    score the segmenter's test masks without ground truth (standalone QC). Prints a summary."""
-    from .quality.scoring import load_quality_predictor
-    from .quality.training import train_quality_predictor
+#: the methods ``qgseg demo`` compares: the baseline, a semi-supervised method, the same method with
+#: quality-weighted pseudolabels, and the baseline with quality-aware regularisation
+DEMO_METHODS = ("sup", "mt", "mt-qw", "qar")
 
-    run_dir = default_run_dir(cfg)
+
+def _read_qc_rows(path: Path) -> list[dict[str, Any]]:
+    """A run's ``qc/qc.csv`` -> [{case_id, predicted, true}] with the worst class of each case."""
+    import csv
+
+    rows = []
+    with open(path) as fh:
+        for r in csv.DictReader(fh):
+            pred = [float(v) for k, v in r.items() if k.startswith("predicted_dice_")]
+            true = [float(v) for k, v in r.items() if k.startswith("true_dice_")]
+            rows.append({"case_id": r["case_id"], "predicted": min(pred), "true": min(true)})
+    return rows
+
+
+def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, Any]:
+    """``qgseg demo``: generate the demo data, train the quality predictor once (phase 1), compare
+    SUP, MT, MT-QW and QAR (one seed, ``jobs`` runs at a time, through :func:`qgseg.compare.run_compare`:
+    each an ordinary ``qgseg run`` with the shared predictor, its test evaluation and QC), then show
+    the QC of the run with the best *validation* Dice and a summary. Without ``resume`` everything
+    is trained afresh; with it, finished runs are kept and unfinished ones continue."""
+    from .compare import run_compare
+    from .config import save_config
+
     start = time.time()
+    run_dir = default_run_dir(cfg)
+    config_path = run_dir / "config.yaml"
+    save_config(cfg, config_path)  # the runs read the demo config (with every --set) from here
+    seeds = [cfg.train.seed]
+    grid = run_compare(str(config_path), DEMO_METHODS, seeds, jobs=jobs, output_dir=cfg.output_dir, name=cfg.name,
+                       fresh=not resume, show=False)
+    table = grid.table
     data = prepare_run_data(cfg.data, cfg.output_dir)
-    result = train_and_evaluate(cfg, run_dir, resume=resume, data=data, keep_predictions=True)
-    seg_wall = time.time() - start
-    qres = train_quality_predictor(cfg, run_dir / "quality", resume=resume, data=data)
-    scorer = load_quality_predictor(qres["checkpoint"])
-    segmenter = load_segmenter(run_dir / "checkpoints" / "best.ckpt", cfg=cfg)
-    ds = data.dataset
-    qc = quality_control(scorer, segmenter, (ds.load(i) for i in data.test), result["test_rows"], run_dir / "qc",
-                         predictions=result.get("test_predictions"))
+    done = {o.spec.variant: o for o in grid.outcomes if o.result is not None}
+    rows = [("data", f"demo: {data.describe()}")]
+    p1 = grid.phase1 or {}
+    syn, real = p1.get("synthetic") or {}, p1.get("real") or {}
+    if syn:
+        rows.append(("quality predictor", f"ResNet-{cfg.quality.depth} {cfg.quality.width}: synthetic masks MAE "
+                                          f"{syn.get('mae', float('nan')):.3f} Spearman "
+                                          f"{syn.get('spearman', float('nan')):.3f}"
+                                          + (f"; unseen networks MAE {real['mae']:.3f}" if real.get("mae") is not None
+                                             else "")
+                                          + (f" ({p1['wall_s']:.0f} s)" if p1.get("wall_s") else "")))
+    rows.append(("segmenters", f"{cfg.model.name} {cfg.model.features}, {cfg.train.iterations} iterations each, "
+                               f"seed {cfg.train.seed}; best checkpoint on the validation split"))
+    test_line = []
+    for v in DEMO_METHODS:
+        m = table["methods"][v]
+        if m["dice"] is not None:
+            test_line.append(f"{v} {m['dice']:.3f}")
+    rows.append(("test Dice", ", ".join(test_line) or "no finished run"))
+    for v, g in table["guided_vs_base"].items():
+        if g["n"]:
+            rows.append((f"{v} vs {g['base']}", f"{g['diff']:+.3f} test Dice (won {g['wins']}/{g['n']} seeds)"))
+    qc_run = None
+    if done:
+        # why: the run to show is chosen on validation, never on the test split
+        pick = max(done.values(), key=lambda o: o.result["best_val_dice"])
+        qc_run = pick.spec.run_dir
+        q = pick.result["qc"]
+        m = q["metrics"]
+        rows.append(("QC of segmenter", f"{pick.spec.variant} (best validation Dice "
+                                        f"{pick.result['best_val_dice']:.3f}): predicted vs true Dice on {m['n']} "
+                                        f"test masks, no ground truth used: MAE {m['mae']:.3f}, Pearson "
+                                        f"{m['pearson']:.3f}, Spearman {m['spearman']:.3f}; {len(q['flagged'])} "
+                                        f"flagged below 0.7, {q['n_unsure']} unsure"))
     wall = time.time() - start
-    fg = result["test"]["mean_foreground"]
-    syn = qres["eval"]["synthetic"]["all"]
-    real = qres["eval"].get("real", {}).get("all", {})
-    rows = [
-        ("data", f"demo: {data.describe()}"),
-        ("segmenter", f"{cfg.model.name} {cfg.model.features}, {cfg.train.iterations} it, best val Dice "
-                      f"{result['best_val_dice']:.3f} @ {result['best_iteration']} ({seg_wall:.0f} s)"),
-        ("test Dice", f"{fg['dice']['mean']:.3f} ± {fg['dice']['std']:.3f}"),
-        ("test HD95", f"{fg['hd95']['mean']:.2f} ± {fg['hd95']['std']:.2f} {result['test']['unit']}"),
-        ("quality predictor", f"ResNet-{cfg.quality.depth} {cfg.quality.width}: synthetic masks MAE "
-                              f"{syn['mae']:.3f} Spearman {syn['spearman']:.3f}; unseen networks MAE "
-                              f"{real.get('mae', float('nan')):.3f}"),
-        ("QC of segmenter", f"predicted vs true Dice on {len(qc['rows'])} test masks: MAE "
-                            f"{qc['metrics']['mae']:.3f}, Spearman {qc['metrics']['spearman']:.3f}; "
-                            f"{len(qc['flagged'])} flagged below 0.7, {len(qc['unsure'])} unsure"),
-        ("wall time", f"{wall:.0f} s"),
-        ("run folder", str(run_dir)),
-    ]
+    rows += [("wall time", f"{wall:.0f} s"), ("run folder", str(grid.grid))]
+    if qc_run is not None and (qc_run / "qc" / "qc.csv").is_file():
+        by_id = {r["case_id"]: r for r in _read_qc_rows(qc_run / "qc" / "qc.csv")}
+        flagged = [by_id[c] for c in done[pick.spec.variant].result["qc"]["flagged"] if c in by_id]
+        if flagged:
+            print(f"\ncases of {pick.spec.variant} flagged for review (predicted Dice < 0.7, worst first):")
+            for r in flagged[:10]:
+                print(f"  {r['case_id']}: predicted {r['predicted']:.3f}, true {r['true']:.3f}")
+    from .compare import format_markdown
+
     print()
-    print(result["table"])
-    if qc["flagged"]:
-        print("\ncases flagged for review (predicted Dice < 0.7, worst first):")
-        for r in qc["flagged"][:10]:
-            print(f"  {r['case_id']}: predicted {min(r['predicted']):.3f}, true {min(r['true']):.3f}")
-    print()
+    print(format_markdown(table))
     width = max(len(k) for k, _ in rows)
     print("qgseg demo summary")
     print("-" * 78)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     print("-" * 78)
-    print(f"see {run_dir}/: config.yaml, checkpoints/, logs/ (CSV + TensorBoard), eval/ (metrics, overlays), "
-          f"plots/, quality/ (predictor, eval report), qc/")
-    result.update({"wall_s": wall, "quality": qres, "qc": {k: v for k, v in qc.items() if k != "rows"}})
-    return result
-
+    print(f"see {grid.grid}/: comparison.md/.csv/.json/.png, quality/ (the shared predictor, its eval report), "
+          f"runs/<variant>_s{cfg.train.seed}/ (segmenter/, qc/, result.json, log.txt)")
+    return {"grid": str(grid.grid), "table": table, "phase1": grid.phase1, "predictor": grid.predictor,
+            "qc_run": str(qc_run) if qc_run else None, "failed": [str(o.spec.run_dir) for o in grid.failed],
+            "wall_s": wall}
 
 
 # ----------------------------------------------------------------------------- guided SSL (phase 2)

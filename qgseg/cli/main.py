@@ -14,6 +14,8 @@ COMMANDS = {
     "data": "dataset tools: 'data check' reports every problem in a dataset",
     "run": "the whole job: quality predictor (phase 1), guided semi-supervised training (phase 2), test "
            "evaluation and QC of the test predictions",
+    "compare": "run a grid of 'qgseg run' variants x seeds sharing one quality predictor, then tabulate test "
+               "Dice mean ± std and each guided variant's paired difference against its unguided method",
 }
 
 
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help=COMMANDS["demo"], description=COMMANDS["demo"])
     p.add_argument("--config", default="demo", help="config preset or YAML (default: demo)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo run (finished runs are kept)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2, for 2 CPU cores)")
     _config_args(p)
 
     p = sub.add_parser("train", help=COMMANDS["train"], description=COMMANDS["train"])
@@ -66,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "training one; it is checked for leaks first")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--flag-below", type=float, default=0.7, help="QC: flag test predictions scored below this")
+    _config_args(p)
+
+    p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
+    p.add_argument("config", help="YAML config file or preset name, as for 'qgseg run'")
+    p.add_argument("--methods", required=True, help="comma-separated variants, e.g. sup,mt,mt-qw,qar")
+    p.add_argument("--seeds", default="0", help="comma-separated train.seed values (default: 0)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: one thread each; GPUs: round-robin)")
+    p.add_argument("--predictor", help="use this quality predictor for every run instead of training one for the grid")
     _config_args(p)
 
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"], description=COMMANDS["evaluate"])
@@ -130,12 +141,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..compare import run_compare
+    from ..config import ConfigError
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got '{args.seeds}'") from None
+    grid = run_compare(args.config, args.methods.split(","), seeds, jobs=args.jobs, output_dir=args.output_dir,
+                       name=args.name, overrides=args.overrides, data_root=args.data_root, predictor=args.predictor)
+    return 1 if grid.failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..pipeline import run_demo
 
     cfg = _load_cfg(args, args.config)
-    run_demo(cfg, resume=args.resume)
-    return 0
+    result = run_demo(cfg, resume=args.resume, jobs=args.jobs)
+    return 1 if result["failed"] else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -221,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             code = cmd_demo(args)
         elif args.command == "run":
             code = cmd_run(args)
+        elif args.command == "compare":
+            code = cmd_compare(args)
         elif args.command == "train":
             code = cmd_train(args, args.config)
         elif args.command == "evaluate":

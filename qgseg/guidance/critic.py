@@ -44,17 +44,10 @@ class QualityCritic:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "QualityCritic":
-        from ..engine.checkpoint import load_checkpoint
+        """From a quality checkpoint or run folder (``checkpoints/best.ckpt``), loaded weights-only."""
+        from ..quality.scoring import load_predictor_checkpoint
 
-        path = Path(path)
-        if path.is_dir():
-            path = path / "checkpoints" / "best.ckpt"
-        state = load_checkpoint(path)
-        meta = state.get("meta") or {}
-        if meta.get("task") != "quality" or "predictor" not in meta:
-            raise ValueError(f"{path}: not a qgseg quality-predictor checkpoint (meta.task={meta.get('task')!r})")
-        model = QualityPredictor.from_config(meta["predictor"])
-        model.load_state_dict(state["model"])
+        model, meta, path = load_predictor_checkpoint(path)
         return cls(model, meta, device, source=str(path))
 
     @property

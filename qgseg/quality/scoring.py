@@ -23,6 +23,7 @@ from .predictor import QualityPredictor, labels_to_fg_onehot
 __all__ = [
     "QualityScorer",
     "load_quality_predictor",
+    "load_predictor_checkpoint",
     "label_to_fg",
     "resize_masks",
     "hard_fg",
@@ -237,6 +238,12 @@ def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu",
     ``path`` may be a ``.ckpt`` file or a run folder (``checkpoints/best.ckpt`` is used).
     Loading uses ``torch.load(weights_only=True)``; the architecture comes from ``meta``.
     """
+    model, meta, _ = load_predictor_checkpoint(path, best)
+    return QualityScorer(model, meta, device, tta=tta)
+
+
+def load_predictor_checkpoint(path: str | Path, best: bool = True) -> tuple[QualityPredictor, dict[str, Any], Path]:
+    """``(predictor with its weights, meta, checkpoint path)`` from a ``.ckpt`` file or a run folder."""
     from ..engine.checkpoint import load_checkpoint
 
     path = Path(path)
@@ -248,7 +255,7 @@ def load_quality_predictor(path: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path}: not a qgseg quality-predictor checkpoint (meta.task={meta.get('task')!r})")
     model = QualityPredictor.from_config(meta["predictor"])
     model.load_state_dict(state["model"])
-    return QualityScorer(model, meta, device, tta=tta)
+    return model, meta, path
 
 
 # --------------------------------------------------------------------------- folders

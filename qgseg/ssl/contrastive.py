@@ -99,10 +99,7 @@ class Contrastive(TeacherMethod):
     def step(self, nets, labeled, unlabeled, iteration):
         student = nets["student"]
         sup = self.supervised(student(labeled.image), labeled.label)
-        with torch.no_grad():
-            t_probs = F.softmax(self.teacher(unlabeled.image).float(), 1)
-        conf, pseudo = t_probs.max(1)
-        valid = (conf >= self.params.confidence).float()
+        pseudo, valid = self.teacher_pseudolabel(unlabeled.image, self.params.confidence)
         self.features.reset()
         logits = student(unlabeled.image)
         feats = self.features.value

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .base import SegmentationMethod, StepOutput, UnlabeledTerm
 from .losses import pseudo_label_loss

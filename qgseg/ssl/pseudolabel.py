@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 from .base import SegmentationMethod, StepOutput, UnlabeledTerm
@@ -31,10 +30,7 @@ class PseudoLabelTeacher(TeacherMethod):
     def step(self, nets, labeled, unlabeled, iteration):
         student = nets["student"]
         sup = self.supervised(student(labeled.image), labeled.label)
-        with torch.no_grad():
-            t_probs = F.softmax(self.teacher(unlabeled.image).float(), 1)
-        conf, pseudo = t_probs.max(1)
-        valid = (conf >= self.params.confidence).float()
+        pseudo, valid = self.teacher_pseudolabel(unlabeled.image, self.params.confidence)
         logits = student(unlabeled.image)
         term = UnlabeledTerm("pseudo", pseudo_label_loss(logits, pseudo, valid, dice=self.params.dice),
                              self.ramp(iteration), pseudo, unlabeled.image, unlabeled)

@@ -1,6 +1,8 @@
 """Methods with an exponential-moving-average (EMA) teacher: the shared part."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import SegmentationMethod, ema_update
@@ -27,6 +29,12 @@ class TeacherMethod(SegmentationMethod):
 
     def ema_decay(self, iteration: int) -> float:
         return min(1.0 - 1.0 / (iteration + 1), float(self.params.ema_decay))
+
+    @torch.no_grad()
+    def teacher_pseudolabel(self, image: torch.Tensor, confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's hard pseudolabel on ``image`` and the 0/1 mask of pixels it is ``confidence`` sure of."""
+        conf, pseudo = F.softmax(self.teacher(image).float(), 1).max(1)
+        return pseudo, (conf >= confidence).float()
 
     def after_optimizer_step(self, nets, iteration):
         ema_update(self.teacher, nets["student"], self.ema_decay(iteration))
