@@ -62,9 +62,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--predictor", help="reuse a phase-1 predictor (trained on the same labeled cases)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--tag", help="a variant of the protocol: results go to ssl_<which>_<tag>.json")
     args = parser.parse_args()
     preset = SETTINGS[args.which]
-    name = f"ssl_{args.which}_grid"
+    stem = f"ssl_{args.which}" + (f"_{args.tag}" if args.tag else "")
+    name = f"{stem}_grid"
     cmd = [sys.executable, "-m", "qgseg.cli.main", "compare", preset, "--methods", args.methods, "--seeds", args.seeds,
            "--jobs", str(args.jobs), "--output-dir", args.output_dir, "--name", name, "--data-root", args.data_root]
     if args.predictor:
@@ -90,9 +92,10 @@ def main() -> None:
             q = json.loads(qfile.read_text())
             qeval = {"synthetic": {k: q["synthetic"]["all"].get(k) for k in ("mae", "spearman", "pearson", "n")}}
     guided = comparison.get("guided_vs_base", {})
-    unguided = {v: r for v, r in methods.items() if v not in guided}
+    unguided = {v: r for v, r in methods.items() if v not in guided and r.get("dice") is not None}
     best_unguided = max(unguided, key=lambda v: unguided[v]["dice"]) if unguided else None
-    best_guided = max(guided, key=lambda v: methods[v]["dice"]) if guided else None
+    done_guided = [v for v in guided if methods.get(v, {}).get("dice") is not None]
+    best_guided = max(done_guided, key=lambda v: methods[v]["dice"]) if done_guided else None
     result = {
         "methods": methods, "guided_vs_base": guided, "predictor": predictor, "predictor_eval": qeval,
         "best_unguided": best_unguided, "best_guided": best_guided,
@@ -105,20 +108,23 @@ def main() -> None:
         "command": command_line(), "git_commit": START_COMMIT,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"ssl_{args.which}.json"
+    out = RESULTS / f"{stem}.json"
     out.write_text(json.dumps(result, indent=2, default=float))
-    unit = next(iter(methods.values())).get("hd95_unit", "")
-    lines = [f"# Guided SSL benchmark: {args.which}", "",
+    unit = {"pixels": "px"}.get(comparison.get("unit") or "", comparison.get("unit") or "")
+    lines = [f"# Guided SSL benchmark: {stem}", "",
              "| variant | test Dice (mean ± std over seeds) | HD95 | wall s / run | seeds | vs own base (paired) | wins "
              "| g MAE on student (val) | q of pseudolabels | kept | g QC MAE (test) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, r in methods.items():
+        if r.get("dice") is None:  # every seed failed: say so instead of a number
+            lines.append(f"| {v} | failed | | | 0 | | | | | | |")
+            continue
         g = guided.get(v)
         d = r.get("diagnostics", {})
         fmt = lambda k: f"{d[k]:.3f}" if k in d else ""  # noqa: E731
         lines.append(f"| {v} | {r['dice']:.4f} ± {r['dice_std']:.4f} | {r['hd95']:.2f} {unit} | {r['wall_s']:.0f} | "
-                     f"{len(r['seeds'])} | " + (f"{g['diff']:+.4f} ± {g['diff_std']:.4f} vs {g['base']} | "
-                                                f"{g['wins']}/{g['n']}" if g else " | ")
+                     f"{len(r['seeds'])} | " + (f"{g['diff']:+.4f} ± {(g['diff_std'] or 0):.4f} vs {g['base']} | "
+                                                f"{g['wins']}/{g['n']}" if g and g.get("diff") is not None else " | ")
                      + f" | {fmt('g_mae_val')} | {fmt('q_pseudo')} | {fmt('kept')} | {fmt('qc_test_mae')} |")
     lines += ["", f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "
                   f"{result['best_guided_beats_best_unguided']}.", ""]
@@ -127,7 +133,7 @@ def main() -> None:
         lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
                   f"Spearman {s['spearman']:.3f} (n={s['n']}).", ""]
     lines += [f"Protocol: {result['protocol']}", "", f"Command: `{result['command']}`", f"Commit: `{START_COMMIT}`"]
-    (RESULTS / f"ssl_{args.which}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}")
 
