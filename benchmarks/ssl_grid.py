@@ -1,7 +1,7 @@
 """Guided semi-supervised benchmark: methods x guidance x 3 seeds through `qgseg compare`.
 
-    OMP_NUM_THREADS=1 python benchmarks/ssl.py ph2   --data-root ../shared/data [--jobs 2]
-    OMP_NUM_THREADS=1 python benchmarks/ssl.py acdc3 --data-root ../shared/data [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py ph2   --data-root ../shared/data [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py acdc3 --data-root ../shared/data [--jobs 2]
 
 Protocol (CPU, identical for every method of a dataset; the presets say it in full):
 * ph2: configs/ssl_ph2.yaml - paper split 140/20/40, derm-unlabeled (1,500) as the pool, 96x96,
