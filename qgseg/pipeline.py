@@ -131,7 +131,7 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
     each an ordinary ``qgseg run`` with the shared predictor, its test evaluation and QC), then show
     the QC of the run with the best *validation* Dice and a summary. Without ``resume`` everything
     is trained afresh; with it, finished runs are kept and unfinished ones continue."""
-    from .compare import run_compare
+    from .compare import format_markdown, run_compare
     from .config import save_config
 
     start = time.time()
@@ -144,7 +144,7 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
     table = grid.table
     data = prepare_run_data(cfg.data, cfg.output_dir)
     done = {o.spec.variant: o for o in grid.outcomes if o.result is not None}
-    rows = [("data", f"demo: {data.describe()}")]
+    rows = [("data", data.describe())]
     p1 = grid.phase1 or {}
     syn, real = p1.get("synthetic") or {}, p1.get("real") or {}
     if syn:
@@ -154,8 +154,8 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
                                           + (f"; unseen networks MAE {real['mae']:.3f}" if real.get("mae") is not None
                                              else "")
                                           + (f" ({p1['wall_s']:.0f} s)" if p1.get("wall_s") else "")))
-    rows.append(("segmenters", f"{cfg.model.name} {cfg.model.features}, {cfg.train.iterations} iterations each, "
-                               f"seed {cfg.train.seed}; best checkpoint on the validation split"))
+    rows.append(("segmenters", (f"{cfg.model.name} {cfg.model.features}, {cfg.train.iterations} iterations each, "
+                                f"seed {cfg.train.seed}; best checkpoint on the validation split")))
     test_line = []
     for v in DEMO_METHODS:
         m = table["methods"][v]
@@ -172,11 +172,11 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
         qc_run = pick.spec.run_dir
         q = pick.result["qc"]
         m = q["metrics"]
-        rows.append(("QC of segmenter", f"{pick.spec.variant} (best validation Dice "
-                                        f"{pick.result['best_val_dice']:.3f}): predicted vs true Dice on {m['n']} "
-                                        f"test masks, no ground truth used: MAE {m['mae']:.3f}, Pearson "
-                                        f"{m['pearson']:.3f}, Spearman {m['spearman']:.3f}; {len(q['flagged'])} "
-                                        f"flagged below 0.7, {q['n_unsure']} unsure"))
+        rows.append(("QC of segmenter", (f"{pick.spec.variant} (best validation Dice "
+                                         f"{pick.result['best_val_dice']:.3f}): predicted vs true Dice on {m['n']} "
+                                         f"test masks, no ground truth used: MAE {m['mae']:.3f}, Pearson "
+                                         f"{m['pearson']:.3f}, Spearman {m['spearman']:.3f}; {len(q['flagged'])} "
+                                         f"flagged below 0.7, {q['n_unsure']} unsure")))
     wall = time.time() - start
     rows += [("wall time", f"{wall:.0f} s"), ("run folder", str(grid.grid))]
     if qc_run is not None and (qc_run / "qc" / "qc.csv").is_file():
@@ -186,8 +186,6 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
             print(f"\ncases of {pick.spec.variant} flagged for review (predicted Dice < 0.7, worst first):")
             for r in flagged[:10]:
                 print(f"  {r['case_id']}: predicted {r['predicted']:.3f}, true {r['true']:.3f}")
-    from .compare import format_markdown
-
     print()
     print(format_markdown(table))
     width = max(len(k) for k, _ in rows)

@@ -5,27 +5,45 @@ from helpers import tiny_dataset
 
 
 def test_demo_writes_the_whole_run_folder(tmp_path, capsys):
+    from qgseg.pipeline import DEMO_METHODS
+
     data = tiny_dataset(tmp_path / "data")
-    code = main(["demo", "--output-dir", str(tmp_path / "runs"), "--set", f"data.dataset={data}",
-                 "--set", "data.image_size=[32,32]", "--set", "model.features=[8,16,32]",
-                 "--set", "train.iterations=6", "--set", "train.val_every=3", "--set", "runtime.progress=false",
-                 "--set", "quality.image_size=[32,32]", "--set", "quality.width=[8,8,16,16]",
-                 "--set", "quality.epochs=2", "--set", "quality.val_every_epochs=1",
-                 "--set", "quality.weak_epochs=[1]", "--set", "quality.weak_iterations_per_epoch=2"])
+    argv = ["demo", "--output-dir", str(tmp_path / "runs"), "--set", f"data.dataset={data}",
+            "--set", "data.image_size=[32,32]", "--set", "model.features=[8,16,32]",
+            "--set", "train.iterations=6", "--set", "train.val_every=3", "--set", "runtime.progress=false",
+            "--set", "quality.image_size=[32,32]", "--set", "quality.width=[8,8,16,16]",
+            "--set", "quality.epochs=2", "--set", "quality.val_every_epochs=1",
+            "--set", "quality.weak_epochs=[1]", "--set", "quality.weak_iterations_per_epoch=2"]
+    code = main(argv)
     assert code == 0
     out = capsys.readouterr().out
     assert "qgseg demo summary" in out and "QC of segmenter" in out and "test Dice" in out
-    run = tmp_path / "runs" / "demo"
-    for rel in ["config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/csv/metrics.csv",
-                "plots/training_curves.png", "eval/test_per_case.csv", "eval/test_summary.json",
-                "quality/checkpoints/best.ckpt", "quality/eval/quality_eval.json", "qc/qc.csv",
-                "qc/qc_predicted_vs_true.png"]:
-        assert (run / rel).is_file(), rel
-    assert list((run / "eval" / "overlays").glob("*.png"))
-    qc_lines = (run / "qc" / "qc.csv").read_text().splitlines()
-    assert len(qc_lines) == 1 + 3  # header + 3 test cases
-    assert qc_lines[0].endswith("uncertainty_lesion,unsure"), "the demo predictor has a truth-map decoder"
+    grid = tmp_path / "runs" / "demo"
+    for rel in ["config.yaml", "comparison.md", "comparison.csv", "comparison.json", "comparison.png",
+                "quality/checkpoints/best.ckpt", "quality/eval/quality_eval.json", "quality/phase1.json"]:
+        assert (grid / rel).is_file(), rel
+    predictor = str((grid / "quality" / "checkpoints" / "best.ckpt").resolve())
+    assert set(DEMO_METHODS) == {"sup", "mt", "mt-qw", "qar"}
+    for variant in DEMO_METHODS:
+        run = grid / "runs" / f"{variant}_s0"
+        for rel in ["result.json", "log.txt", "segmenter/config.yaml", "segmenter/checkpoints/best.ckpt",
+                    "segmenter/checkpoints/last.ckpt", "segmenter/logs/csv/metrics.csv",
+                    "segmenter/plots/training_curves.png", "segmenter/eval/test_per_case.csv",
+                    "segmenter/eval/test_summary.json", "qc/qc.csv", "qc/qc_predicted_vs_true.png"]:
+            assert (run / rel).is_file(), f"{variant}: {rel}"
+        assert list((run / "segmenter" / "eval" / "overlays").glob("*.png")), variant
+        assert f"--predictor {predictor}" in (run / "log.txt").read_text(), "every run uses the demo's predictor"
+        qc_lines = (run / "qc" / "qc.csv").read_text().splitlines()
+        assert len(qc_lines) == 1 + 3  # header + 3 test cases
+        assert qc_lines[0].endswith("uncertainty_lesion,unsure"), "the demo predictor has a truth-map decoder"
+        assert f"| {variant} |" in out, "the comparison table has a row per method"
     assert "unsure" in next(line for line in out.splitlines() if line.startswith("QC of segmenter"))
+    assert "vs mt" in out and "vs sup" in out  # the guided variants against their own unguided method
+
+    assert main(argv + ["--resume"]) == 0  # a finished demo resumes without training anything
+    out = capsys.readouterr().out
+    assert all(f"{v}_s0: skipped" in out for v in DEMO_METHODS) and "reusing the grid's quality predictor" in out
+    assert "qgseg demo summary" in out
 
 
 def test_qc_reuses_evaluation_predictions(tmp_path):

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: one thread each; GPUs: round-robin)")
     p.add_argument("--predictor", help="use this quality predictor for every run instead of training one for the grid")
     _config_args(p)
+    for action in p._actions:
+        if action.dest == "name":
+            action.help = "grid folder name under the output dir (default: the config's name + '_compare')"
 
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"], description=COMMANDS["evaluate"])
     p.add_argument("--checkpoint", required=True, type=Path)
