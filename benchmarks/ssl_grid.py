@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--predictor", help="reuse a phase-1 predictor (trained on the same labeled cases)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", help="a variant of the protocol: results go to ssl_<which>_<tag>.json")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no training: tabulate the grid's finished runs (unfinished ones are listed as such)")
     args = parser.parse_args()
     preset = SETTINGS[args.which]
     stem = f"ssl_{args.which}" + (f"_{args.tag}" if args.tag else "")
@@ -74,9 +76,28 @@ def main() -> None:
     for o in args.overrides:
         cmd += ["--set", o]
     start = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = subprocess.run(cmd, env=env).returncode
     grid = Path(args.output_dir) / name
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = [v.strip() for v in args.methods.split(",")]
+    not_done: list[str] = []
+    if args.report_only:
+        from qgseg.compare import _read_result, aggregate, run_name, write_outputs
+
+        results = {}
+        for v in variants:
+            for s in seeds:
+                r = _read_result(grid / "runs" / run_name(v, s))
+                if r is not None:
+                    results[(v, s)] = r
+                else:
+                    not_done.append(run_name(v, s))
+        old = json.loads((grid / "comparison.json").read_text()) if (grid / "comparison.json").is_file() else {}
+        write_outputs(aggregate(results, variants, seeds), grid,
+                      {"predictor": args.predictor or old.get("predictor"), "not_done": not_done})
+        code = None
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        code = subprocess.run(cmd, env=env).returncode
     comparison = json.loads((grid / "comparison.json").read_text())
     methods = comparison["methods"]
     for variant, row in methods.items():
@@ -101,7 +122,8 @@ def main() -> None:
         "best_unguided": best_unguided, "best_guided": best_guided,
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None
                                             and methods[best_guided]["dice"] > methods[best_unguided]["dice"]),
-        "wall_s": time.time() - start, "compare_exit_code": code, "grid": str(grid),
+        "wall_s": time.time() - start, "compare_exit_code": code, "grid": str(grid), "runs_not_done": not_done,
+        "runs_wall_s_total": sum((r.get("wall_s") or 0) * len(r.get("seeds", [])) for r in methods.values()),
         "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "
                      f"qgseg compare --jobs {args.jobs} single-thread runs on the CPU; checkpoint selected on val; "
                      f"test split scored once per run" + (f"; overrides {args.overrides}" if args.overrides else "")),
@@ -116,8 +138,8 @@ def main() -> None:
              "| g MAE on student (val) | q of pseudolabels | kept | g QC MAE (test) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, r in methods.items():
-        if r.get("dice") is None:  # every seed failed: say so instead of a number
-            lines.append(f"| {v} | failed | | | 0 | | | | | | |")
+        if r.get("dice") is None:  # nothing to average: say why instead of a number
+            lines.append(f"| {v} | {'failed' if r.get('failed') else 'not run yet'} | | | 0 | | | | | | |")
             continue
         g = guided.get(v)
         d = r.get("diagnostics", {})
@@ -128,6 +150,8 @@ def main() -> None:
                      + f" | {fmt('g_mae_val')} | {fmt('q_pseudo')} | {fmt('kept')} | {fmt('qc_test_mae')} |")
     lines += ["", f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "
                   f"{result['best_guided_beats_best_unguided']}.", ""]
+    if not_done:
+        lines += [f"Runs not finished within the session's CPU budget (not in the table): {', '.join(not_done)}.", ""]
     if qeval:
         s = qeval["synthetic"]
         lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
