@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--predictor", help="reuse a phase-1 predictor (trained on the same labeled cases)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", help="a variant of the protocol: results go to ssl_<which>_<tag>.json")
+    parser.add_argument("--note", default="", help="provenance or remarks stored with the result")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: tabulate the grid's finished runs (unfinished ones are listed as such)")
     args = parser.parse_args()
@@ -92,8 +93,9 @@ def main() -> None:
                 else:
                     not_done.append(run_name(v, s))
         old = json.loads((grid / "comparison.json").read_text()) if (grid / "comparison.json").is_file() else {}
-        write_outputs(aggregate(results, variants, seeds), grid,
-                      {"predictor": args.predictor or old.get("predictor"), "not_done": not_done})
+        table = aggregate(results, variants, seeds)
+        kept = {k: v for k, v in old.items() if k not in table}  # the grid run's own info (wall, predictor, ...)
+        write_outputs(table, grid, {**kept, "predictor": args.predictor or old.get("predictor"), "not_done": not_done})
         code = None
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -122,12 +124,14 @@ def main() -> None:
         "best_unguided": best_unguided, "best_guided": best_guided,
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None
                                             and methods[best_guided]["dice"] > methods[best_unguided]["dice"]),
-        "wall_s": time.time() - start, "compare_exit_code": code, "grid": str(grid), "runs_not_done": not_done,
+        "wall_s": comparison.get("wall_s") if args.report_only else time.time() - start,
+        "compare_command": " ".join(cmd[1:]).replace("-m qgseg.cli.main", "qgseg", 1),
+        "compare_exit_code": code, "grid": str(grid), "runs_not_done": not_done,
         "runs_wall_s_total": sum((r.get("wall_s") or 0) * len(r.get("seeds", [])) for r in methods.values()),
         "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "
                      f"qgseg compare --jobs {args.jobs} single-thread runs on the CPU; checkpoint selected on val; "
                      f"test split scored once per run" + (f"; overrides {args.overrides}" if args.overrides else "")),
-        "command": command_line(), "git_commit": START_COMMIT,
+        "command": command_line(), "git_commit": START_COMMIT, "note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{stem}.json"
@@ -156,7 +160,8 @@ def main() -> None:
         s = qeval["synthetic"]
         lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
                   f"Spearman {s['spearman']:.3f} (n={s['n']}).", ""]
-    lines += [f"Protocol: {result['protocol']}", "", f"Command: `{result['command']}`", f"Commit: `{START_COMMIT}`"]
+    lines += ([f"Note: {args.note}", ""] if args.note else []) + [f"Protocol: {result['protocol']}", "", f"Command: `{result['command']}`",
+              f"Grid: `{result['compare_command']}` (resumable: finished runs are skipped)", f"Commit: `{START_COMMIT}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}")
