@@ -156,6 +156,11 @@ def main() -> None:
                   f"{result['best_guided_beats_best_unguided']}.", ""]
     if not_done:
         lines += [f"Runs not finished within the session's CPU budget (not in the table): {', '.join(not_done)}.", ""]
+    if (grid / "comparison.png").is_file():  # per-seed dots and mean +- std, next to the table
+        import shutil
+
+        shutil.copyfile(grid / "comparison.png", RESULTS / f"{stem}.png")
+        lines += [f"![test Dice per seed]({stem}.png)", ""]
     if qeval:
         s = qeval["synthetic"]
         lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
