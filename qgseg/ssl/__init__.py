@@ -19,7 +19,6 @@ Knobs live in each method's ``Params`` dataclass and are set under ``ssl.params`
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 
@@ -54,9 +53,5 @@ def build_method(cfg: Any, num_classes: int) -> SegmentationMethod:
                s.unlabeled_weight, s.rampup)
 
 
-def describe_params(method: SegmentationMethod) -> dict[str, Any]:
-    return dataclasses.asdict(method.params) if dataclasses.is_dataclass(method.params) else {}
-
-
 __all__ = ["Batch", "UnlabeledBatch", "UnlabeledTerm", "StepOutput", "SegmentationMethod", "Supervised", "NoParams",
-           "METHODS", "build_method", "method_params", "build_supervised_loss", "sigmoid_rampup", "describe_params"]
+           "METHODS", "build_method", "method_params", "build_supervised_loss", "sigmoid_rampup"]
