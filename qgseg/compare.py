@@ -331,8 +331,9 @@ def _read_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run_command(config: str, variant: str, seed: int, runs_dir: Path, predictor: str | None,
-                overrides: Sequence[str] = (), data_root: str | None = None, resume: bool = False) -> list[str]:
-    """The ``qgseg run`` command line of one grid cell."""
+                overrides: Sequence[str] = (), data_root: str | None = None, resume: bool = False,
+                overwrite: bool = False) -> list[str]:
+    """The ``qgseg run`` command line of one grid cell (``overwrite``: replace a previous run there)."""
     cmd = [sys.executable, "-m", "qgseg.cli.main", "run", str(config), "--variant", variant]
     for o in overrides:
         cmd += ["--set", o]
@@ -344,6 +345,8 @@ def run_command(config: str, variant: str, seed: int, runs_dir: Path, predictor:
         cmd += ["--data-root", str(data_root)]
     if resume:
         cmd.append("--resume")
+    elif overwrite:
+        cmd.append("--overwrite")
     return cmd
 
 
@@ -414,7 +417,7 @@ def _run_phase1(cfg, grid: Path, fresh: bool) -> dict[str, Any]:
     print(f"phase 1: training the grid's quality predictor on the {len(data.labeled)} labeled cases "
           f"(shared by every run) in {qdir}")
     resume = not fresh and (qdir / "checkpoints" / "last.ckpt").is_file()
-    qres = train_quality_predictor(cfg, qdir, resume=resume, data=data)
+    qres = train_quality_predictor(cfg, qdir, resume=resume, data=data, overwrite=fresh)
     ev = qres.get("eval", {})
     info = {"checkpoint": str(Path(qres["checkpoint"]).resolve()), "wall_s": qres.get("wall_s"),
             "best_val_mae": qres.get("best_val_mae"),
@@ -448,6 +451,13 @@ def run_compare(config: str, methods: Sequence[str], seeds: Sequence[int], jobs:
     grid = (Path(cfg.output_dir) / (name or f"{cfg.name}_compare")).resolve()
     runs_dir = grid / "runs"
     start = time.time()
+    if fresh:
+        from .engine.run_dir import existing_run_files
+
+        previous = [d for d in [grid / "quality", *sorted(runs_dir.glob("*"))] if existing_run_files(d)]
+        if previous:
+            print(f"replacing the previous results in {grid} ({len(previous)} run folder(s)): every run is "
+                  f"trained afresh (--resume keeps finished runs and continues the others)")
 
     if cfg.data.dataset == "demo":
         # why: generate the demo data once, where `qgseg run` would (<output_dir>/_demo_data), and
@@ -485,7 +495,7 @@ def run_compare(config: str, methods: Sequence[str], seeds: Sequence[int], jobs:
                 (run_dir / RESULT_FILE).unlink(missing_ok=True)
             resume = run_dir.is_dir() and not fresh
             specs.append(RunSpec(v, seed, run_dir, run_command(config, v, seed, runs_dir, predictor, overrides,
-                                                               data_root, resume), resume))
+                                                               data_root, resume, overwrite=fresh), resume))
 
     slots: queue.Queue = queue.Queue()
     gpus = gpu_slots(max(1, jobs))

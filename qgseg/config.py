@@ -48,6 +48,9 @@ class DataConfig:
     split_seed: int = 0
     augment: bool = True
     max_cases: int | None = None  # cap per split, for smoke tests
+    skip_bad: bool = False  # leave out cases that cannot be indexed (listed) instead of refusing the data
+    # binarise raster masks at this grey value (1..255): for binary masks saved as JPEG (values 0-8, 247-255)
+    mask_threshold: int | None = None
 
 
 @dataclass
@@ -100,6 +103,7 @@ class TrainConfig:
     loss: str = "dice_ce"  # dice_ce | ce | dice
     seed: int = 0
     deterministic: bool = False
+    select: str = "best"  # best: checkpoint with the best validation metric | last: the last model, no selection
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # of labeled batches (when data.augment)
 
 
@@ -327,6 +331,27 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config '{name_or_path}' not found: not a file, and not a preset ({', '.join(presets) or 'none'})")
 
 
+_GPU_COMMENT = re.compile(r"^(?P<indent>\s*)(?P<key>[\w.]+):\s*(?P<value>[^#]*?)\s*#\s*GPU:\s*(?P<gpu>.+?)\s*$")
+
+
+def preset_gpu_overrides(name_or_path: str | Path) -> list[str]:
+    """The ``--set`` overrides of a preset's GPU sizes, read from its ``# GPU: value`` comments.
+
+    Presets default to sizes that train on a CPU in minutes; each size knob carries its GPU
+    value as a comment (``image_size: [128, 128]  # GPU: [224, 224]``). Only one level of
+    nesting (``section.key``) is used by the presets, which is all this reads.
+    """
+    section, out = "", []
+    for line in resolve_config_path(name_or_path).read_text().splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            section = line.split(":", 1)[0].strip()
+        m = _GPU_COMMENT.match(line)
+        if m and m["gpu"].replace(" ", "") != m["value"].replace(" ", ""):
+            key = f"{section}.{m['key']}" if m["indent"] else m["key"]
+            out.append(f"{key}={m['gpu'].replace(' ', '')}")
+    return out
+
+
 def load_config(source: str | Path | dict | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a :class:`RunConfig` from a YAML path / preset name / dict, then apply overrides."""
     if source is None:
@@ -356,6 +381,7 @@ def validate(cfg: RunConfig) -> None:
         "train.optimizer": (cfg.train.optimizer, {"adamw", "sgd"}),
         "train.schedule": (cfg.train.schedule, {"poly", "cosine", "constant"}),
         "train.loss": (cfg.train.loss, {"dice_ce", "ce", "dice"}),
+        "train.select": (cfg.train.select, {"best", "last"}),
         "data.normalize": (cfg.data.normalize, {"auto", "unit", "zscore", "none"}),
         "quality.loss": (cfg.quality.loss, {"smoothl1", "mse"}),
         "quality.readout": (cfg.quality.readout, {"auto", "agreement", "fused"}),
@@ -367,6 +393,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("quality.readout: 'agreement' needs the truth-map decoder (quality.truth_map_weight > 0)")
     if cfg.train.iterations < 1:
         raise ConfigError("train.iterations must be >= 1")
+    if cfg.train.select == "last" and cfg.train.early_stop_patience is not None:
+        raise ConfigError("train.early_stop_patience needs train.select: best (early stopping judges validations; "
+                          "with 'last' nothing is selected on them)")
     if cfg.train.batch_size < 1:
         raise ConfigError("train.batch_size must be >= 1")
     if cfg.train.val_every < 1:
@@ -385,12 +414,87 @@ def validate(cfg: RunConfig) -> None:
         if q.roi_margin < 0 or not 0.0 < q.roi_min_fraction <= 1.0:
             raise ConfigError(f"quality.roi_margin must be >= 0 and quality.roi_min_fraction in (0, 1], "
                               f"got {q.roi_margin} and {q.roi_min_fraction}")
+    _validate_ranges(cfg)
+    _validate_image_size(cfg)
     _validate_augment(cfg.train.augment, "train.augment")
     _validate_augment(q.augment, "quality.augment")
     _validate_augment(cfg.ssl.strong, "ssl.strong")
     if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
         raise ConfigError(f"train.ema must be in (0, 1), got {cfg.train.ema}")
     _validate_ssl(cfg)
+
+
+#: Numeric settings that must be > 0 (``None`` = "use the default" is allowed where typed so).
+_POSITIVE = ("train.iterations", "train.batch_size", "train.val_every", "train.checkpoint_every",
+             "train.early_stop_patience", "quality.epochs", "quality.batch_size",
+             "quality.masks_per_image", "quality.val_every_epochs", "quality.early_stop_patience",
+             "quality.eval_masks_per_image", "quality.weak_folds", "quality.weak_iterations_per_epoch",
+             "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "ssl.pool_cache_mb")
+#: ... and those that must be >= 0 (a learning rate of 0 freezes the weights: allowed, e.g. to test selection).
+_NON_NEGATIVE = ("train.lr", "quality.lr", "train.weight_decay", "train.warmup", "quality.weight_decay",
+                 "eval.overlays", "quality.truth_map_weight", "quality.soft_fraction", "quality.weak_probability")
+#: ... and those that are fractions in [0, 1).
+_FRACTIONS = ("model.dropout", "train.momentum", "eval.sw_overlap")
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
+
+
+def _validate_ranges(cfg: RunConfig) -> None:
+    """Positive counts and rates, non-negative weights, fractions: one message naming the key."""
+    for key in _POSITIVE:
+        value = _get(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    for key in _NON_NEGATIVE:
+        value = _get(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    for key in _FRACTIONS:
+        value = _get(cfg, key)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {value}")
+    if not cfg.model.features or min(cfg.model.features) < 1:
+        raise ConfigError(f"model.features must be positive channel widths, got {cfg.model.features}")
+
+
+def network_stride(name: str, features: list[int]) -> int | None:
+    """Total down-sampling factor of segmentation network ``name`` (``None``: unknown name).
+
+    U-Net / Attention U-Net halve the size once per extra level of ``features``; UNet++ has 4
+    poolings, SegResNet 3 down-sampling stages, SwinUNETR 5 patch merges (checked on MONAI:
+    other sizes fail on skip connections, or with a 1-pixel bottleneck).
+    """
+    key = name.lower().replace("_", "-")
+    if key in ("unet", "attention-unet", "attentionunet", "attunet"):
+        return 2 ** (len(features) - 1)
+    return {"unet++": 16, "unetplusplus": 16, "basicunetplusplus": 16, "segresnet": 8,
+            "swin-unetr": 32, "swinunetr": 32}.get(key)
+
+
+def _validate_image_size(cfg: RunConfig) -> None:
+    """``data.image_size`` entries > 0 and divisible by the network's down-sampling factor.
+
+    The network always sees inputs of exactly this size (whole images resized to it with
+    ``data.resize``, else random crops of it in training and sliding windows of it when
+    predicting), so this holds with and without resizing.
+    """
+    size = cfg.data.image_size
+    if min(size) < 1:
+        raise ConfigError(f"data.image_size entries must be > 0, got {size}")
+    stride = network_stride(cfg.model.name, cfg.model.features)
+    bad = [s for s in size if stride and s % stride]
+    if bad:
+        s = bad[0]
+        near = sorted({max(stride, s // stride * stride), (s // stride + 1) * stride})
+        levels = f" with {len(cfg.model.features)} feature levels" if cfg.model.name in ("unet", "attention-unet") else ""
+        raise ConfigError(f"data.image_size {size}: every entry must be a multiple of {stride}, the total "
+                          f"down-sampling of model {cfg.model.name}{levels}; nearest valid size for {s}: "
+                          f"{' or '.join(map(str, near))}")
 
 
 def _validate_ssl(cfg: RunConfig) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from .config import RunConfig
 from .data.run_data import RunData, prepare_run_data
 from .engine.checkpoint import load_checkpoint
+from .engine.run_dir import prepare_run_dir
 from .engine.segmentation import SegmentationTrainer
 from .evaluation.evaluate import evaluate_segmenter
 from .evaluation.inference import ModelSpec, Segmenter
@@ -27,19 +28,22 @@ def load_segmenter(path: Path, device: Any = "cpu", cfg: RunConfig | None = None
 
 def train_and_evaluate(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False,
                        data: RunData | None = None, method=None, evaluate: bool = True,
-                       keep_predictions: bool = False) -> dict[str, Any]:
+                       keep_predictions: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` (supervised unless ``method`` is given), select the best checkpoint on the
-    validation split, then evaluate it once on the test split. Writes everything under ``run_dir``.
+    validation split, then evaluate it once on the test split. Writes everything under ``run_dir``,
+    which must not hold a run unless ``resume`` or ``overwrite`` (:func:`prepare_run_dir`).
     ``keep_predictions`` returns the test predictions too (``result["test_predictions"]``)."""
     from .viz.plots import plot_training_curves
 
     run_dir = Path(run_dir or default_run_dir(cfg))
+    prepare_run_dir(run_dir, resume, overwrite)
     start = time.time()
     data = data or prepare_run_data(cfg.data, cfg.output_dir)
     trainer = SegmentationTrainer(cfg, run_dir, method=method, data=data)
     fit = trainer.fit(resume=resume)
     result: dict[str, Any] = {"run_dir": str(run_dir), "best_val_dice": fit.best_metric,
-                              "best_iteration": fit.best_iteration, "train_wall_s": fit.wall_s}
+                              "best_iteration": fit.best_iteration, "selection": fit.selection,
+                              "train_wall_s": fit.wall_s}
     if not trainer.is_main or not evaluate:
         return result
     log_csv = run_dir / "logs" / "csv" / "metrics.csv"
@@ -226,16 +230,18 @@ def variant_overrides(variant: str) -> list[str]:
 
 
 def run_guided(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, data: RunData | None = None,
-               flag_below: float = 0.7) -> dict[str, Any]:
+               flag_below: float = 0.7, overwrite: bool = False) -> dict[str, Any]:
     """``qgseg run``: phase 1 (the quality predictor, unless ``guidance.predictor`` names one, which is
     then checked for leaks), phase 2 (``ssl.method`` guided by ``guidance``), evaluation on the test
     split, and a QC report: every test prediction scored by g next to its true Dice (MAE, Pearson,
-    Spearman) with the flagged cases. Writes ``<run>/result.json``."""
+    Spearman) with the flagged cases. Writes ``<run>/result.json``. ``resume`` / ``overwrite``: as for
+    :func:`train_and_evaluate`, for the whole run folder (both phases)."""
     import copy
 
     from .quality.scoring import load_quality_predictor
 
     run_dir = Path(run_dir or default_run_dir(cfg))
+    prepare_run_dir(run_dir, resume, overwrite)  # both phases at once: the nested checks then find nothing
     start = time.time()
     data = data or prepare_run_data(cfg.data, cfg.output_dir)
     cfg = copy.deepcopy(cfg)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from qgseg.data.case import Case
+from qgseg.data.io import DataError
 from qgseg.data.preprocess import TensorBank, as_slices, normalize_image
 from qgseg.evaluation.inference import ModelSpec, Segmenter
 
@@ -44,11 +45,16 @@ def test_sliding_window_for_inputs_larger_than_training_size():
     assert seg.predict(big).shape == (70, 90)
 
 
-def test_channel_mismatch_is_reported():
+def test_channel_mismatch_is_reported(capsys):
+    spec = _spec(in_channels=1)
+    seg = Segmenter(spec.build().eval(), spec)
+    with pytest.raises(DataError, match="rgb.png: image has 3 channel\\(s\\), the segmentation model expects 1"):
+        seg.predict(Case("rgb", np.random.rand(3, 32, 32).astype(np.float32), meta={"image_paths": ["rgb.png"]}))
+    # a grey image for an RGB model is repeated to 3 channels, with a warning naming it (as in training)
     spec = _spec(in_channels=3)
     seg = Segmenter(spec.build().eval(), spec)
-    with pytest.raises(ValueError, match="1 channel"):
-        seg.predict(Case("gray", np.random.rand(1, 32, 32).astype(np.float32)))
+    assert seg.predict(Case("gray", np.random.rand(1, 32, 32).astype(np.float32))).shape == (32, 32)
+    assert "gray: grey image converted to RGB" in capsys.readouterr().err
 
 
 def test_tensor_bank_resizes_and_crops():

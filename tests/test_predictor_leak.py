@@ -85,6 +85,7 @@ def test_only_the_same_dataset_is_compared(tmp_path):
 def test_checkpoint_without_training_cases_is_refused_unless_allowed(tmp_path, capsys):
     data = tiny_dataset(tmp_path / "demo")
     run = prepare_run_data(DataConfig(dataset=str(data)))
+    capsys.readouterr()  # the "splits: ..." line
     old = {"task": "quality", "dataset": run.dataset.name, "classes": run.classes}
     with pytest.raises(DataError, match="old.ckpt does not record its training cases") as err:
         check_predictor_leak(old, run, "old.ckpt")

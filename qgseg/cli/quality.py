@@ -12,8 +12,16 @@ QUALITY_COMMANDS = {
 }
 
 
+#: How ``quality score`` treats bad files (its --help).
+SCORE_RULE = (". Every good (image, mask) pair is scored even when others are bad: a file that cannot be "
+              "read, a mask whose size is not its image's, an image without a mask (or a mask without an "
+              "image, or several masks for one image) is listed at the end with its reason and in "
+              "<output stem>_failures.csv, and the exit code is 1. With --skip-bad, unpaired and ambiguous "
+              "files are listed as skipped and do not change the exit code; unreadable files still do.")
+
+
 def add_quality_parser(sub: argparse._SubParsersAction) -> None:
-    from .main import _config_args
+    from .main import OVERWRITE_HELP, _config_args, add_skip_bad
 
     p = sub.add_parser("quality", help="quality predictor: train, eval, score",
                        description="Quality predictor g(image, mask) -> predicted Dice.")
@@ -22,13 +30,18 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c = qsub.add_parser("train", help=QUALITY_COMMANDS["train"], description=QUALITY_COMMANDS["train"])
     c.add_argument("config", help="YAML config file or preset name (quality_demo, quality_ph2, ...)")
     c.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.ckpt")
+    c.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     c.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
     _config_args(c)
 
     c = qsub.add_parser("eval", help=QUALITY_COMMANDS["eval"], description=QUALITY_COMMANDS["eval"])
     c.add_argument("--predictor", required=True, type=Path, help="quality checkpoint (.ckpt) or run folder")
     c.add_argument("dataset", help="dataset folder / CSV / YAML (relative to --data-root if given)")
-    c.add_argument("--split", default="test", help="split to evaluate (default: test; 'all' for every labeled case)")
+    c.add_argument("--split", default="test",
+                   help="split to evaluate (default: test). For the dataset the predictor was trained on, its run's "
+                        "stored splits are used (test, val, labeled, unlabeled); 'all' for every labeled case")
+    c.add_argument("--allow-seen", action="store_true",
+                   help="also score cases (patients) the predictor was trained or selected on (refused otherwise)")
     c.add_argument("--train-split", default="train",
                    help="split the mask-only baseline is fit on (default: train; 'none' to skip)")
     c.add_argument("--snapshots", type=Path, nargs="*", default=[],
@@ -42,12 +55,14 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--tta", action="store_true",
                    help="average predictions over the identity and one flip per spatial axis (slower, steadier)")
     c.add_argument("--device", default="auto")
+    add_skip_bad(c)
 
-    c = qsub.add_parser("score", help=QUALITY_COMMANDS["score"], description=QUALITY_COMMANDS["score"])
+    c = qsub.add_parser("score", help=QUALITY_COMMANDS["score"], description=QUALITY_COMMANDS["score"] + SCORE_RULE)
     c.add_argument("--predictor", required=True, type=Path, help="quality checkpoint (.ckpt) or run folder")
     c.add_argument("--images", required=True, type=Path, help="folder of images")
     c.add_argument("--masks", required=True, type=Path, help="folder of masks to score (paired by file name)")
-    c.add_argument("--mask-pattern", help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
+    c.add_argument("--mask-pattern", type=mask_pattern,
+                   help="mask name pattern, e.g. '{stem}_seg' (default: automatic)")
     c.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write (default: scores.csv)")
     c.add_argument("--flag-below", type=float, help="list cases whose predicted Dice (any class) is below this")
     c.add_argument("--report", type=Path, help="markdown QC report with a histogram of the predicted Dice and "
@@ -58,6 +73,22 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--tta", action="store_true",
                    help="average predictions over the identity and one flip per spatial axis (slower, steadier)")
     c.add_argument("--device", default="auto")
+    c.add_argument("--skip-bad", action="store_true",
+                   help="list images without a mask, masks without an image and ambiguous pairs as skipped "
+                        "(exit 0) instead of failing on them (exit 1); their list is in <output stem>_failures.csv")
+
+
+def mask_pattern(text: str) -> str:
+    """argparse type of ``--mask-pattern``: a file stem with ``{stem}`` where the image's stem goes."""
+    try:
+        ok = "{stem}" in text and bool(text.format(stem="x"))
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must contain {{stem}} (the image's file name without extension) and no other "
+            f"{{...}} field, e.g. '{{stem}}_seg' pairs image case1.png with mask case1_seg.png")
+    return text
 
 
 def _device(name: str) -> str:
@@ -72,7 +103,8 @@ def cmd_quality_train(args: argparse.Namespace) -> int:
 
     cfg = _load_cfg(args, args.config)
     run_dir = Path(cfg.output_dir) / cfg.name
-    result = train_quality_predictor(cfg, run_dir, resume=args.resume, evaluate=not args.no_eval)
+    result = train_quality_predictor(cfg, run_dir, resume=args.resume, evaluate=not args.no_eval,
+                                     overwrite=args.overwrite)
     if args.no_eval:
         print(f"run folder: {run_dir}  (best val MAE {result['best_val_mae']:.4f} at iteration "
               f"{result['best_iteration']})")
@@ -81,6 +113,8 @@ def cmd_quality_train(args: argparse.Namespace) -> int:
 
 def cmd_quality_eval(args: argparse.Namespace) -> int:
     from ..data.detect import open_dataset
+    from ..data.io import DataError
+    from ..data.run_data import SEEN_BY_PREDICTOR, eval_split_ids, require_clean
     from ..quality.evaluation import evaluate_quality, find_ph2_fixed, largest_errors
     from ..quality.scoring import load_quality_predictor
 
@@ -89,22 +123,17 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
     if not path.is_absolute() and args.data_root:
         path = Path(args.data_root) / path
     ds = open_dataset(path, classes=scorer.classes)
-
-    def ids_of(split: str) -> list[str] | None:
-        if split == "all":
-            return [i for i in ds.ids if ds.has_labels(i)]
-        return ds.splits.get(split)
-
-    ids = ids_of(args.split)
-    if ids is None:
-        print(f"error: {path} has no split '{args.split}' (has: {', '.join(ds.splits) or 'none'}); "
-              f"use --split all", file=sys.stderr)
-        return 2
+    require_clean(ds, args.skip_bad, str(path))
+    record = scorer.meta.get("splits")
+    ids = eval_split_ids(record, path, ds, args.split, SEEN_BY_PREDICTOR, args.allow_seen, what="predictor")
     ids = ids[:args.max_cases] if args.max_cases else ids
     train_cases = None
     if args.train_split != "none" and args.split != "all":
-        train_ids = ids_of(args.train_split) or []
-        train_cases = [ds.load(i) for i in train_ids if ds.has_labels(i)] or None
+        try:  # the mask-only baseline is fit on training cases: being seen is what they are for
+            train_ids = eval_split_ids(record, path, ds, args.train_split, what="predictor")
+        except DataError:
+            train_ids = []
+        train_cases = [ds.load(i) for i in train_ids] or None
     pred_dir = args.predictor if args.predictor.is_dir() else args.predictor.parent.parent
     out = args.output or pred_dir / f"eval_{args.split}"
     report = evaluate_quality(scorer, [ds.load(i) for i in ids], out, seed=args.seed, k=args.masks_per_image,
@@ -138,22 +167,28 @@ def cmd_quality_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_quality_score(args: argparse.Namespace) -> int:
-    from ..quality.scoring import flagged_rows, load_quality_predictor, score_folder, write_qc_report, write_scores_csv
+    from ..quality import scoring
 
-    scorer = load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
+    scorer = scoring.load_quality_predictor(args.predictor, _device(args.device), tta=args.tta)
     if args.overlays is not None and not scorer.has_truth_map:
         print("warning: --overlays needs a predictor with a truth-map decoder; none written", file=sys.stderr)
-    rows, problems = score_folder(scorer, args.images, args.masks, args.mask_pattern,
-                                  overlay_dir=args.overlays, overlay_below=args.flag_below)
-    for msg in problems:
-        print(f"warning: {msg}", file=sys.stderr)
-    if not rows:
+    rows, failures = scoring.score_folder(scorer, args.images, args.masks, args.mask_pattern,
+                                          overlay_dir=args.overlays, overlay_below=args.flag_below,
+                                          skip_unpaired=args.skip_bad)
+    if not rows and not failures.items:
         print(f"error: no (image, mask) pairs found in {args.images} and {args.masks}", file=sys.stderr)
         return 2
-    write_scores_csv(rows, args.output, scorer.fg_classes)
-    report = write_qc_report(rows, args.report or args.output.with_name(f"{args.output.stem}_report.md"),
-                             scorer.fg_classes, args.flag_below, source=f"masks {args.masks}, images {args.images}")
-    print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}; report {report}")
+    # why always both files: a run with failures must not leave a previous run's CSVs looking current
+    scoring.write_scores_csv(rows, args.output, scorer.fg_classes)
+    failures_csv = failures.write_csv(args.output.with_name(f"{args.output.stem}_failures.csv"))
+    report = None
+    if rows:
+        report = scoring.write_qc_report(rows, args.report or args.output.with_name(f"{args.output.stem}_report.md"),
+                                         scorer.fg_classes, args.flag_below,
+                                         source=f"masks {args.masks}, images {args.images}")
+    print(f"scored {len(rows)} case(s); predicted Dice per class written to {args.output}"
+          + (f"; report {report}" if report else "")
+          + (f"; {len(failures.items)} file(s) not scored, listed in {failures_csv}" if failures.items else ""))
     n_overlays = sum("overlay" in r for r in rows)
     if n_overlays:
         print(f"{n_overlays} overlay(s) in {args.overlays} (green: the predictor's estimate of the truth)")
@@ -162,12 +197,12 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
         print(f"{len(unsure)} score(s) the predictor is unsure of (review whatever the score): "
               + ", ".join(unsure[:10]) + (" ..." if len(unsure) > 10 else ""))
     if args.flag_below is not None:
-        flagged = flagged_rows(rows, args.flag_below)
+        flagged = scoring.flagged_rows(rows, args.flag_below)
         print(f"{len(flagged)} case(s) with predicted Dice below {args.flag_below} (worst first):")
         for r in flagged:
             per = "  ".join(f"{c}={r[c]:.3f}" for c in scorer.fg_classes)
             print(f"  {r['case_id']}  {per}")
-    return 0
+    return failures.report("file(s)")
 
 
 def run_quality_command(args: argparse.Namespace) -> int:

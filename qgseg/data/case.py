@@ -50,3 +50,9 @@ class Case:
     @property
     def has_label(self) -> bool:
         return self.label is not None
+
+    @property
+    def source(self) -> str:
+        """The file the case was read from (its first image file), else its id: what messages name."""
+        paths = self.meta.get("image_paths") or [self.meta.get("image_path") or self.case_id]
+        return str(paths[0])

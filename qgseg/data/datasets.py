@@ -7,8 +7,10 @@ Loading a broken case raises :class:`DataError`.
 from __future__ import annotations
 
 import csv
+import difflib
 import inspect
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,13 @@ from qgseg.data.io import (
     NIFTI_EXTENSIONS,
     DataError,
     file_ext,
+    is_image_file,
     list_image_files,
     natural_key,
     read_case_files,
     strip_ext,
 )
-from qgseg.data.pairing import pair_files
+from qgseg.data.pairing import pair_files, split_mask_named
 from qgseg.data.splits import read_split_file
 
 BINARY_CLASSES: list[str] = ["background", "foreground"]
@@ -55,14 +58,21 @@ class CaseEntry:
     group: str | None = None
     kind: str = "image"
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_mask_paths: list[Path] = field(default_factory=list)  # further masks of the image, merged on load
+
+    @property
+    def mask_paths(self) -> list[Path]:
+        """Every mask file of the case (the main one first); empty when unlabeled."""
+        return [] if self.mask_path is None else [self.mask_path, *self.extra_mask_paths]
 
 
-Loader = Callable[[CaseEntry, int], Case]
+Loader = Callable[..., Case]  # (entry, num_classes[, mask_threshold=...]) -> Case
 
 
-def load_entry(entry: CaseEntry, num_classes: int) -> Case:
-    """Default loader: read the entry's files with :func:`read_case_files`."""
-    case = read_case_files(entry.image_paths, entry.mask_path, entry.case_id, num_classes, entry.group)
+def load_entry(entry: CaseEntry, num_classes: int, mask_threshold: int | None = None) -> Case:
+    """Default loader: read the entry's files with :func:`read_case_files` (several masks are merged)."""
+    masks = entry.mask_paths if entry.extra_mask_paths else entry.mask_path
+    case = read_case_files(entry.image_paths, masks, entry.case_id, num_classes, entry.group, mask_threshold)
     case.meta["kind"] = entry.kind
     case.meta.update(entry.extra)
     return case
@@ -95,6 +105,9 @@ class SegDataset:
         groups: case id -> group (patient, sequence) or None.
         splits: predefined splits found with the data (split name -> ids), possibly empty.
         problems: problems found while indexing (unpaired files, missing files...).
+        notes: non-fatal information about how the data was read (merged masks, a masks
+            sub-folder used...), printed by ``data check`` and once by training.
+        mask_threshold: binarise raster masks at this grey value (``None``: masks are read as is).
     """
 
     def __init__(
@@ -107,9 +120,13 @@ class SegDataset:
         splits: dict[str, list[str]] | None = None,
         problems: list[DataProblem] | None = None,
         loader: Loader | None = None,
+        notes: list[str] | None = None,
+        mask_threshold: int | None = None,
     ) -> None:
         self.name = name
         self.root = Path(root)
+        self.notes: list[str] = list(notes or [])
+        self.mask_threshold = mask_threshold
         self.classes: list[str] = list(classes) if classes is not None else list(BINARY_CLASSES)
         self.spatial_dims = spatial_dims
         self.problems: list[DataProblem] = list(problems or [])
@@ -156,7 +173,10 @@ class SegDataset:
 
     def load(self, case_id: str) -> Case:
         """Read case ``case_id`` from disk (DataError if its files are broken)."""
-        case = self._loader(self.entry(case_id), self.num_classes)
+        if self.mask_threshold is None:
+            case = self._loader(self.entry(case_id), self.num_classes)
+        else:
+            case = self._loader(self.entry(case_id), self.num_classes, mask_threshold=self.mask_threshold)
         case.meta.setdefault("dataset", self.name)
         return case
 
@@ -198,6 +218,7 @@ class SegDataset:
             splits,
             None,
             self._loader,
+            mask_threshold=self.mask_threshold,
         )
 
 
@@ -265,43 +286,105 @@ def _probe_spatial_dims(path: Path) -> int:
 # ----------------------------------------------------------------------------- readers
 
 
-def read_folder(
-    root: str | Path,
-    images_dir: str = "images",
-    masks_dir: str = "masks",
-    mask_pattern: str | None = None,
-    classes: Sequence[str] | int | None = None,
-) -> SegDataset:
-    """``root/images`` + ``root/masks`` paired by stem.
+def _image_dirs(folder: Path) -> list[Path]:
+    """Relative paths of ``folder`` and its (nested, non-hidden) sub-folders that hold image files."""
+    out: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
+        here = Path(dirpath)
+        if any(is_image_file(p) for p in here.iterdir()):
+            out.append(here.relative_to(folder))
+    return out
 
-    Optional extras: ``splits/<name>.txt``; ``sequences.csv`` or ``groups.csv`` (id, group);
-    ``unlabeled/images/`` (extra unlabeled cases, split "unlabeled"). Without a masks folder
-    every image is unlabeled.
+
+def _case_prefix(rel: Path) -> str:
+    """Case-id prefix of a nested folder (``siteA/``): repeating names in per-source folders stay distinct."""
+    return "" if str(rel) == "." else rel.as_posix() + "/"
+
+
+def _pair_entries(images: list[Path], masks: list[Path], mask_pattern: str | None, image_pattern: str | None,
+                  problems: list[DataProblem], notes: list[str], prefix: str = "") -> list[CaseEntry]:
+    """Labeled entries of paired files; unpaired/ambiguous files become problems, merged masks notes."""
+    try:
+        result = pair_files(images, masks, mask_pattern, image_pattern, merge_numbered=True)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    problems.extend(DataProblem(str(path), message) for path, message in result.problems())
+    notes.extend(result.notes())
+    return [CaseEntry(prefix + cid, [img], msk, extra_mask_paths=result.extra_masks.get(img, []))
+            for cid, img, msk in result.pairs]
+
+
+def _masks_folder(msk_dir: Path, img_dir: Path, notes: list[str]) -> Path:
+    """The folder that holds the masks: ``masks/`` itself, or its only sub-folder (``masks/0/``).
+
+    Several sub-folders beside flat images (one per class or per annotator) are refused: which
+    one to use, or how to combine them, is the user's decision.
     """
-    root = Path(root)
-    problems: list[DataProblem] = []
-    img_dir = root / images_dir
-    if not img_dir.is_dir():
-        raise DataError(f"no '{images_dir}/' folder; expected {images_dir}/ and {masks_dir}/ inside it", root)
-    images = list_image_files(img_dir)
-    msk_dir = root / masks_dir
-    entries: list[CaseEntry] = []
-    splits = _read_splits_dir(root, problems)
-    if msk_dir.is_dir():
-        result = pair_files(images, list_image_files(msk_dir), mask_pattern)
-        for path, message in result.problems():
-            problems.append(DataProblem(str(path), message))
-        entries = [CaseEntry(cid, [img], msk) for cid, img, msk in result.pairs]
-    else:
-        entries = [CaseEntry(strip_ext(p), [p], None) for p in images]
-        splits.setdefault("unlabeled", [e.case_id for e in entries])
+    if not msk_dir.is_dir() or any(is_image_file(p) for p in msk_dir.iterdir()):
+        return msk_dir
+    subs = sorted((d for d in msk_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: natural_key(d.name))
+    image_subs = {d.name for d in img_dir.iterdir() if d.is_dir()}
+    if not subs or image_subs:  # nested per-source layout: masks/<site>/ mirrors images/<site>/
+        return msk_dir
+    if len(subs) == 1:
+        notes.append(f"masks read from {msk_dir.name}/{subs[0].name}/, the only sub-folder of {msk_dir.name}/")
+        return subs[0]
+    names = ", ".join(d.name for d in subs)
+    raise DataError(
+        f"holds only sub-folders ({names}) and {img_dir.name}/ has none: one mask folder per class or per "
+        f"annotator is not read automatically; choose one with masks_dir: {msk_dir.name}/{subs[0].name} in a "
+        "dataset YAML (format: folder), or merge them into one label map per image", msk_dir)
 
+
+def _apply_groups(root: Path, entries: list[CaseEntry], problems: list[DataProblem]) -> None:
+    """Groups from ``sequences.csv`` or ``groups.csv`` (id, group) beside the data."""
     for name in ("sequences.csv", "groups.csv"):
         if (root / name).is_file():
             groups = _read_group_csv(root / name, problems)
             for e in entries:
                 e.group = groups.get(e.case_id)
             break
+
+
+def read_folder(
+    root: str | Path,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    mask_pattern: str | None = None,
+    image_pattern: str | None = None,
+    classes: Sequence[str] | int | None = None,
+) -> SegDataset:
+    """``root/images`` + ``root/masks`` paired by stem.
+
+    Nested per-source folders (``images/siteA/1.png`` + ``masks/siteA/1.png``) pair folder by
+    folder, with case ids ``siteA/1``; a ``masks/`` holding one sub-folder (``masks/0/``) is
+    read from it. Optional extras: ``splits/<name>.txt``; ``sequences.csv`` or ``groups.csv``
+    (id, group); ``unlabeled/images/`` (extra unlabeled cases, split "unlabeled"). Without a
+    masks folder every image is unlabeled.
+    """
+    root = Path(root)
+    problems: list[DataProblem] = []
+    notes: list[str] = []
+    img_dir = root / images_dir
+    if not img_dir.is_dir():
+        raise DataError(f"no '{images_dir}/' folder; expected {images_dir}/ and {masks_dir}/ inside it", root)
+    msk_dir = _masks_folder(root / masks_dir, img_dir, notes)
+    entries: list[CaseEntry] = []
+    splits = _read_splits_dir(root, problems)
+    image_rels = _image_dirs(img_dir)
+    if msk_dir.is_dir():
+        rels = image_rels + [r for r in _image_dirs(msk_dir) if r not in image_rels]
+        for rel in rels:
+            images = list_image_files(img_dir / rel) if (img_dir / rel).is_dir() else []
+            masks = list_image_files(msk_dir / rel) if (msk_dir / rel).is_dir() else []
+            entries += _pair_entries(images, masks, mask_pattern, image_pattern, problems, notes, _case_prefix(rel))
+    else:
+        entries = [CaseEntry(_case_prefix(rel) + strip_ext(p), [p], None)
+                   for rel in image_rels for p in list_image_files(img_dir / rel)]
+        splits.setdefault("unlabeled", [e.case_id for e in entries])
+    _apply_groups(root, entries, problems)
 
     unl_dir = root / "unlabeled" / "images"
     if unl_dir.is_dir():
@@ -310,35 +393,92 @@ def read_folder(
         splits.setdefault("unlabeled", []).extend(e.case_id for e in unl)
 
     spatial = _probe_spatial_dims(entries[0].image_paths[0]) if entries else 2
-    return SegDataset(root.name, root, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems)
+    return SegDataset(root.name, root, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems,
+                      notes=notes)
+
+
+def flat_image_folder(root: Path) -> Path:
+    """The folder holding a flat image set: ``root/images`` when present, else ``root``."""
+    return root / "images" if (root / "images").is_dir() else root
+
+
+def read_paired_folder(
+    root: str | Path,
+    mask_pattern: str | None = None,
+    image_pattern: str | None = None,
+    classes: Sequence[str] | int | None = None,
+) -> SegDataset:
+    """Images and masks in one folder, told apart by name (``X.png`` + ``X_mask.png``,
+    ``X_orig.jpg`` + ``X_contour.png``; see :func:`~qgseg.data.pairing.split_mask_named`).
+
+    ``mask_pattern`` / ``image_pattern`` (``"{stem}_contour"``, ``"{stem}_orig"``) state the
+    naming when the automatic suffixes do not fit. Splits and groups as for :func:`read_folder`.
+    """
+    root = Path(root)
+    folder = flat_image_folder(root)
+    problems: list[DataProblem] = []
+    notes: list[str] = []
+    try:
+        images, masks = split_mask_named(list_image_files(folder), mask_pattern, image_pattern)
+    except ValueError as exc:
+        raise DataError(str(exc), root) from exc
+    entries = _pair_entries(images, masks, mask_pattern, image_pattern, problems, notes)
+    splits = _read_splits_dir(root, problems)
+    _apply_groups(root, entries, problems)
+    spatial = _probe_spatial_dims(entries[0].image_paths[0]) if entries else 2
+    return SegDataset(root.name, root, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems,
+                      notes=notes)
 
 
 def read_unlabeled_folder(root: str | Path, classes: Sequence[str] | int | None = None) -> SegDataset:
-    """A folder of images (``root/images`` or ``root`` itself) as unlabeled cases."""
+    """A folder of images (``root/images`` or ``root`` itself) as unlabeled cases.
+
+    Files named like masks of other files of the folder (``X_mask.png`` beside ``X.png``) are
+    problems, not unlabeled images: a folder of pairs must not pass as an unlabeled set.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError("folder does not exist", root)
-    folder = root / "images" if (root / "images").is_dir() else root
-    entries = [CaseEntry(strip_ext(p), [p], None) for p in list_image_files(folder)]
+    folder = flat_image_folder(root)
+    files = list_image_files(folder)
+    _, mask_named = split_mask_named(files)
+    problems = [DataProblem(str(p), "named like a mask of another image in this folder; not read as an unlabeled "
+                                    "image (move it out, or read the folder as pairs: format: paired)")
+                for p in mask_named]
+    skip = set(mask_named)
+    entries = [CaseEntry(strip_ext(p), [p], None) for p in files if p not in skip]
     spatial = _probe_spatial_dims(entries[0].image_paths[0]) if entries else 2
     splits = {"unlabeled": [e.case_id for e in entries]}
-    return SegDataset(root.name, root, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits)
+    return SegDataset(root.name, root, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems)
 
 
 def read_csv_list(csv_path: str | Path, classes: Sequence[str] | int | None = None) -> SegDataset:
     """CSV with ``image_path`` and optional ``mask_path``, ``case_id``, ``group``, ``split``.
 
     Relative paths are resolved against the CSV's folder; several channel files may be given
-    in ``image_path`` separated by ``;``. An empty mask_path means unlabeled.
+    in ``image_path`` separated by ``;``. An empty mask_path means unlabeled. HDF5 files hold
+    both: ``image_path`` = ``mask_path`` = ``x.h5`` reads its ``image`` and ``label`` datasets.
+    A row with fewer or more fields than the header is a problem naming its line.
     """
     csv_path = Path(csv_path)
     problems: list[DataProblem] = []
+    notes: list[str] = []
+    rows: list[tuple[int, dict[str, str]]] = []
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    except OSError as exc:
+            for r in reader:
+                # DictReader fills missing fields with None and puts surplus ones under the key None
+                n_fields = sum(1 for k, v in r.items() if k is not None and v is not None) + len(r.get(None) or [])
+                if n_fields != len(fields):
+                    problems.append(DataProblem(f"{csv_path} line {reader.line_num}",
+                                                f"line {reader.line_num} has {n_fields} field(s), header has "
+                                                f"{len(fields)} ({','.join(fields)}); row not read"))
+                    continue
+                rows.append((reader.line_num, {(k or "").strip(): (v or "").strip() for k, v in r.items()
+                                               if k is not None}))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read CSV ({exc})", csv_path) from exc
     image_col = next((c for c in ("image_path", "image") if c in fields), None)
     if image_col is None:
@@ -348,7 +488,7 @@ def read_csv_list(csv_path: str | Path, classes: Sequence[str] | int | None = No
     base = csv_path.parent
     entries: list[CaseEntry] = []
     splits: dict[str, list[str]] = {}
-    for n, row in enumerate(rows, start=2):  # line 1 is the header
+    for n, row in rows:
         where = f"{csv_path} line {n}"
         if not row.get(image_col):
             problems.append(DataProblem(where, "empty image_path"))
@@ -361,13 +501,30 @@ def read_csv_list(csv_path: str | Path, classes: Sequence[str] | int | None = No
                 problems.append(DataProblem(str(p), f"file listed in {csv_path.name} line {n} does not exist"))
             continue
         cid = row.get(id_col) if id_col and row.get(id_col) else strip_ext(images[0])
+        if mask is None and _h5_has_label(images[0]):
+            notes.append(f"{images[0].name} (line {n}) has a 'label' dataset but an empty mask_path: read as "
+                         "unlabeled (give the same file as mask_path to use its label)")
         entries.append(CaseEntry(cid, images, mask, row.get("group") or None))
         if row.get("split"):
             splits.setdefault(row["split"], []).append(cid)
     spatial = _probe_spatial_dims(entries[0].image_paths[0]) if entries else 2
     return SegDataset(
-        csv_path.stem, base, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems
+        csv_path.stem, base, entries, resolve_classes(classes, BINARY_CLASSES), spatial, splits, problems,
+        notes=notes,
     )
+
+
+def _h5_has_label(path: Path) -> bool:
+    """True for an HDF5 file with a ``label`` dataset (header read only)."""
+    if file_ext(path) not in HDF5_EXTENSIONS:
+        return False
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "label" in f
+    except OSError:
+        return False  # unreadable files are reported when loaded
 
 
 def _msd_classes(labels: Any, json_path: Path) -> list[str]:
@@ -563,10 +720,106 @@ def _infer_class_count(root: Path, entries: list[CaseEntry], splits: dict[str, l
     return top + 1
 
 
-def read_dataset_yaml(path: str | Path, classes: Sequence[str] | int | None = None) -> SegDataset:
-    """Dataset described by YAML: ``format`` (folder|csv|msd|ssl4mis|unlabeled), ``root``
-    (relative to the YAML's folder; for csv the CSV file), optional ``name``, ``classes`` and
-    reader options (e.g. ``images_dir``, ``mask_pattern``)."""
+def h5_lists_folder(root: Path) -> Path | None:
+    """Folder holding the ``*.list`` files of an HDF5 volume set: ``root`` or ``root/data`` (UA-MT)."""
+    for folder in (root, root / "data"):
+        if folder.is_dir() and any(folder.glob("*.list")):
+            return folder
+    return None
+
+
+def h5_volume_file(folder: Path, case_id: str) -> Path | None:
+    """The HDF5 file of volume ``case_id``: ``<folder>/<id>/*.h5`` or ``<folder>/<any>/<id>/*.h5``
+    (``mri_norm2.h5`` preferred when a case folder holds several)."""
+    for case_dir in [folder / case_id, *sorted(folder.glob(f"*/{glob_escape(case_id)}"))]:
+        if case_dir.is_dir():
+            files = sorted(p for p in case_dir.iterdir() if file_ext(p) in HDF5_EXTENSIONS and p.is_file())
+            if files:
+                return next((p for p in files if p.name == "mri_norm2.h5"), files[0])
+    return None
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob wildcards escaped (case ids are literal names)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def read_h5_volumes(root: str | Path, classes: Sequence[str] | int | None = None) -> SegDataset:
+    """3D volumes in HDF5 (LA / UA-MT layout): ``<root>/<ID>/mri_norm2.h5`` with ``image`` and
+    ``label`` datasets, and ``train.list`` / ``test.list`` (any ``<split>.list``) naming the IDs.
+
+    The lists may sit in ``root`` or ``root/data`` and the case folders beside them or one level
+    down (``data/2018LA_Seg_Training Set/<ID>/``). Each list is a split; listed IDs without a
+    file are problems.
+    """
+    root = Path(root)
+    folder = h5_lists_folder(root)
+    if folder is None:
+        raise DataError("no *.list files (train.list, test.list) naming the volumes", root)
+    problems: list[DataProblem] = []
+    entries: list[CaseEntry] = []
+    splits: dict[str, list[str]] = {}
+    for list_path in sorted(folder.glob("*.list")):
+        ids: list[str] = []
+        for name in _read_list(list_path):
+            path = h5_volume_file(folder, name)
+            if path is None:
+                problems.append(DataProblem(str(folder / name), f"volume listed in {list_path.name} has no "
+                                                                 f"folder {name}/ with an .h5 file"))
+                continue
+            entries.append(CaseEntry(name, [path], path, kind="volume"))
+            ids.append(name)
+        splits[list_path.stem] = ids
+    if classes is not None:
+        names = resolve_classes(classes, BINARY_CLASSES)
+    else:  # a few volumes are enough to see the label values; each read costs a whole volume
+        few = (splits.get("test") or splits.get("val") or [e.case_id for e in entries])[:5]
+        count = _infer_class_count(folder, entries, {"val": few})
+        names = list(BINARY_CLASSES) if count == 2 else resolve_classes(count, BINARY_CLASSES)
+    spatial = _probe_spatial_dims(entries[0].image_paths[0]) if entries else 3
+    return SegDataset(root.name, root, entries, names, spatial, splits, problems)
+
+
+#: Options every reader accepts, applied to the dataset rather than to the indexing.
+GENERIC_OPTIONS: tuple[str, ...] = ("mask_threshold",)
+
+
+def open_with_reader(reader: Callable[..., SegDataset], path: Path, classes: Sequence[str] | int | None,
+                     options: dict[str, Any], what: str, where: Path | None = None,
+                     extra_keys: Sequence[str] = ()) -> SegDataset:
+    """Call ``reader(path, classes=..., **options)`` after checking the option names.
+
+    An unknown option is a DataError naming it, the closest valid name and every valid one
+    (``extra_keys``: further keys valid where the options come from, e.g. a YAML's ``format``).
+    ``mask_threshold`` (1..255) is set on the dataset: raster masks are binarised at it.
+    """
+    options = dict(options)
+    params = list(inspect.signature(reader).parameters)[1:]
+    valid = sorted({*params, *GENERIC_OPTIONS, *extra_keys} - {"classes"})
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise DataError(f"unknown option '{key}' for a {what} dataset{hint} (valid options: "
+                            f"{', '.join(valid)})", where or path)
+    threshold = options.get("mask_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 < threshold <= 255 or threshold != int(threshold)):
+        raise DataError(f"mask_threshold must be an integer grey value in 1..255, got {threshold!r}", where or path)
+    if "mask_threshold" not in params:  # the reader does not take it (a dataset YAML does): set it here
+        options.pop("mask_threshold", None)
+    ds = reader(path, classes=classes, **options)
+    if threshold is not None:
+        ds.mask_threshold = int(threshold)
+    return ds
+
+
+def read_dataset_yaml(path: str | Path, classes: Sequence[str] | int | None = None,
+                      mask_threshold: int | None = None) -> SegDataset:
+    """Dataset described by YAML: ``format`` (folder|paired|csv|msd|ssl4mis|h5volumes|unlabeled),
+    ``root`` (relative to the YAML's folder; for csv the CSV file), optional ``name``,
+    ``classes``, ``mask_threshold`` and reader options (e.g. ``images_dir``, ``mask_pattern``).
+    A ``mask_threshold`` argument (``data.mask_threshold``) wins over the YAML's."""
     import yaml
 
     path = Path(path)
@@ -580,10 +833,12 @@ def read_dataset_yaml(path: str | Path, classes: Sequence[str] | int | None = No
     fmt = str(spec.pop("format", "")).lower()
     readers: dict[str, Callable[..., SegDataset]] = {
         "folder": read_folder,
+        "paired": read_paired_folder,
         "csv": read_csv_list,
         "msd": read_msd,
         "nnunet": read_msd,
         "ssl4mis": read_ssl4mis,
+        "h5volumes": read_h5_volumes,
         "unlabeled": read_unlabeled_folder,
     }
     if fmt not in readers:
@@ -591,13 +846,11 @@ def read_dataset_yaml(path: str | Path, classes: Sequence[str] | int | None = No
     root = path.parent / str(spec.pop("root", "."))
     name = spec.pop("name", None)
     yaml_classes = spec.pop("classes", None)
-    reader = readers[fmt]
+    if mask_threshold is not None:
+        spec["mask_threshold"] = mask_threshold
     cls = classes if classes is not None else yaml_classes
-    try:  # bind first so a typo in the YAML is reported as such, not as a crash inside the reader
-        inspect.signature(reader).bind(root, classes=cls, **spec)
-    except TypeError as exc:
-        raise DataError(f"bad options for format '{fmt}': {exc}", path) from exc
-    ds = reader(root, classes=cls, **spec)
+    ds = open_with_reader(readers[fmt], root, cls, spec, f"'{fmt}'", where=path,
+                          extra_keys=("format", "root", "name", "classes"))
     if name:
         ds.name = str(name)
     return ds

@@ -325,27 +325,61 @@ def _normalise_labels(arr: np.ndarray, path: Path, num_classes: int | None) -> n
         expected = f"0..{num_classes - 1}" if num_classes is not None else "non-negative integers"
         raise DataError(
             f"unexpected label values {bad[:20]} (values present: {shown}); "
-            f"expected class indices {expected} or {{0,255}} for a binary mask",
+            f"expected class indices {expected} or {{0,255}} for a binary mask" + _threshold_hint(arr),
             path,
         )
     return out
 
 
-def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+THRESHOLD_HINT = ("; the values look like a lossy-compressed (JPEG) binary mask: set mask_threshold: 128 in the "
+                  "dataset YAML (or --set data.mask_threshold=128) to binarise it")
+
+
+def looks_compressed_binary(arr: np.ndarray) -> bool:
+    """True when most values sit near 0 and near 255 with a few in between (JPEG ringing of a 0/255 mask)."""
+    if arr.dtype.kind not in "iuf" or arr.size == 0:
+        return False
+    low, high = float(np.mean(arr <= 32)), float(np.mean(arr >= 223))
+    return low > 0.01 and high > 0.01 and low + high > 0.9
+
+
+def _threshold_hint(arr: np.ndarray) -> str:
+    return THRESHOLD_HINT if looks_compressed_binary(arr) else ""
+
+
+def _threshold_mask(arr: np.ndarray, threshold: int) -> np.ndarray:
+    """Binarise a grey (or RGB, by channel mean) mask: values >= ``threshold`` are foreground.
+
+    Masks already in {0,1} are kept: the threshold is meant for 0..255 values.
+    """
+    if arr.size and int(arr.max()) <= 1:
+        return arr if arr.ndim == 2 else _threshold_mask(arr * 255, threshold)
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+        arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] != 2 else arr[..., 0]
+    return (arr >= threshold).astype(np.uint8)
+
+
+def read_mask(path: str | Path, num_classes: int | None = None, threshold: int | None = None) -> np.ndarray:
     """Read a label map as int64 class indices of the spatial shape.
 
     Binary masks stored as {0,255} become {0,1}; RGB masks must have equal channels; other
-    values must lie in ``0..num_classes-1`` when ``num_classes`` is given.
+    values must lie in ``0..num_classes-1`` when ``num_classes`` is given. ``threshold``
+    (``mask_threshold``) binarises raster masks first: values >= threshold are foreground,
+    for binary masks saved with lossy (JPEG) compression.
     """
     path = Path(path)
     _require_file(path)
     ext = file_ext(path)
-    if ext in RASTER_EXTENSIONS:
-        arr, _ = _pil_array(path, as_mask=True)
-        arr = _to_single_channel_mask(arr, path)
-    elif ext in TIFF_EXTENSIONS:
-        arr, _ = _tiff_array(path, as_mask=True)
-        arr = _to_single_channel_mask(arr, path)
+    if ext in RASTER_EXTENSIONS + TIFF_EXTENSIONS:
+        reader = _pil_array if ext in RASTER_EXTENSIONS else _tiff_array
+        arr, _ = reader(path, as_mask=True)
+        if threshold is not None:
+            arr = _threshold_mask(arr, threshold)
+        else:
+            try:
+                arr = _to_single_channel_mask(arr, path)
+            except DataError as exc:
+                raise DataError(exc.problem + _threshold_hint(arr), path) from None
     elif ext in NIFTI_EXTENSIONS:
         arr, spacing, _, _ = _nifti_array(path)
         if arr.ndim == len(spacing) + 1:  # trailing channel axis: only a singleton one is a mask
@@ -363,14 +397,38 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(_normalise_labels(arr, path, num_classes))
 
 
+def merge_masks(labels: Sequence[np.ndarray], paths: Sequence[Path]) -> np.ndarray:
+    """Union of several label maps of one image (several lesions / annotations in separate files).
+
+    A pixel takes the non-background class any mask gives it; two masks giving it different
+    non-background classes is a DataError naming both files (no rule could pick one).
+    """
+    out = labels[0].copy()
+    for label, path in zip(labels[1:], paths[1:]):
+        if label.shape != out.shape:
+            raise DataError(f"mask shape {label.shape} differs from {paths[0].name}'s {out.shape}", path)
+        clash = (out > 0) & (label > 0) & (out != label)
+        if clash.any():
+            raise DataError(f"{int(clash.sum())} pixel(s) have another non-background class than in the other "
+                            f"mask(s) of this image ({', '.join(p.name for p in paths if p != path)}); "
+                            "cannot merge them", path)
+        out = np.where(label > 0, label, out)
+    return out
+
+
 def read_case_files(
     image_paths: Sequence[str | Path] | str | Path,
-    mask_path: str | Path | None,
+    mask_path: str | Path | Sequence[str | Path] | None,
     case_id: str,
     num_classes: int | None = None,
     group: str | None = None,
+    mask_threshold: int | None = None,
 ) -> Case:
-    """Read one case: image channel files (stacked in order) and an optional mask."""
+    """Read one case: image channel files (stacked in order) and an optional mask.
+
+    Several mask files (a list) are merged with :func:`merge_masks`; ``mask_threshold``
+    binarises raster masks (see :func:`read_mask`).
+    """
     paths = [Path(image_paths)] if isinstance(image_paths, (str, Path)) else [Path(p) for p in image_paths]
     if not paths:
         raise DataError(f"case '{case_id}' has no image files")
@@ -388,9 +446,12 @@ def read_case_files(
         images.append(img)
     image = images[0] if len(images) == 1 else np.concatenate(images, axis=0)
     label = None
+    mask_paths = [] if mask_path is None else (
+        [Path(mask_path)] if isinstance(mask_path, (str, Path)) else [Path(p) for p in mask_path])
+    mask_path = mask_paths[0] if mask_paths else None
     if mask_path is not None:
-        mask_path = Path(mask_path)
-        label = read_mask(mask_path, num_classes)
+        labels = [read_mask(p, num_classes, mask_threshold) for p in mask_paths]
+        label = labels[0] if len(labels) == 1 else merge_masks(labels, mask_paths)
         if label.shape != image.shape[1:]:
             raise DataError(
                 f"mask shape {label.shape} does not match image {paths[0]} spatial shape {image.shape[1:]}",
@@ -399,6 +460,7 @@ def read_case_files(
     meta: dict[str, Any] = {
         "image_paths": [str(p) for p in paths],
         "mask_path": str(mask_path) if mask_path is not None else None,
+        **({"mask_paths": [str(p) for p in mask_paths]} if len(mask_paths) > 1 else {}),
         "dtype": info.get("dtype"),
         "format": file_ext(paths[0]),
     }

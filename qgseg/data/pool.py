@@ -45,10 +45,12 @@ class ImagePool:
         normalize: the segmenter's normalisation (``data.normalize``).
         model_dims: 2 or 3; a volume given to a 2D network yields one random slice per draw.
         cache_mb: bound of the cache of prepared samples.
+        channels: the network's input channels; grey samples are repeated to RGB (said once per
+            file), other mismatches raise DataError naming the file.
     """
 
     def __init__(self, sources: Sequence[tuple[object, str]], image_size: Sequence[int], normalize: str,
-                 resize: bool, model_dims: int, cache_mb: float = 2048) -> None:
+                 resize: bool, model_dims: int, cache_mb: float = 2048, channels: int | None = None) -> None:
         if not sources:
             raise ValueError("the unlabeled pool is empty")
         self.sources = list(sources)
@@ -60,6 +62,8 @@ class ImagePool:
         self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = OrderedDict()
         self._cached_bytes = 0
         self.reads = 0  # samples read from disk (cache misses)
+        self.channels = channels
+        self.converted: set[str] = set()  # grey files repeated to RGB, each announced once
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -71,6 +75,13 @@ class ImagePool:
     def _prepare(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         ds, case_id = self.sources[i]
         case: Case = ds.load(case_id)
+        if self.channels is not None and case.channels != self.channels:
+            from .check import channel_warning, harmonise_channels
+
+            new = set(harmonise_channels([case], self.channels)[1]) - self.converted
+            if new:
+                print(f"unlabeled pool: {channel_warning(sorted(new), self.channels)}")
+                self.converted |= new
         mode = resolve_normalize(self.normalize, case)
         x, _, sliced = prepare_network_input(case, self.normalize, self.model_dims)
         xt = torch.as_tensor(np.ascontiguousarray(x)).float()

@@ -11,9 +11,17 @@ from torch import nn
 from ..config import RunConfig
 from ..data.augment import intensity_augment, spatial_augment
 from ..data.case import Case
+from ..data.check import harmonise_run_cases
+from ..data.loading import load_cases
 from ..data.pool import ImagePool
 from ..data.preprocess import TensorBank
-from ..data.run_data import RunData, prepare_run_data
+from ..data.run_data import (
+    RunData,
+    prepare_run_data,
+    require_validation,
+    splits_record,
+    write_splits,
+)
 from ..evaluation.inference import ModelSpec, Segmenter
 from ..evaluation.metrics import foreground_dice
 from ..models import build_model, count_parameters
@@ -47,17 +55,24 @@ class SegmentationTrainer(BaseTrainer):
         d = self.cfg.data
         if self.data is None:
             self.data = prepare_run_data(d, self.cfg.output_dir)
+        require_validation(self.data, self.cfg.train.select)
+        if self.is_main:
+            write_splits(self.run_dir, self.data)
         ds = self.data.dataset
         self.classes = list(d.classes or ds.classes)
         self.model_dims = len(d.image_size)
         self.fabric.print(self.data.describe())
-        labeled_cases = [ds.load(i) for i in self.data.labeled]
-        self.in_channels = labeled_cases[0].channels
-        self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize, self.model_dims)
+        for note in ds.notes:
+            self.fabric.print(f"note: {note}")
+        show = self.is_main and self.cfg.runtime.progress
+        labeled_cases = load_cases(ds, self.data.labeled, "loading labeled cases", show)
         self.unlabeled_pool: ImagePool | None = None
         self.val_cases: list[Case] = []
         rank, world = self.fabric.global_rank, self.fabric.world_size
-        self.val_cases = [ds.load(i) for i in self.data.val[rank::world]]
+        self.val_cases = load_cases(ds, self.data.val[rank::world], "loading validation cases", show)
+        # one grey JPEG among RGB photos would break batching: repeat it to RGB (others refuse, naming the file)
+        self.in_channels = harmonise_run_cases(labeled_cases, self.val_cases, self.fabric.print)
+        self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize, self.model_dims)
 
     def load_unlabeled_pool(self) -> ImagePool:
         """Unlabeled images (training-split remainder + unlabeled split + extra dataset), read lazily."""
@@ -69,7 +84,8 @@ class SegmentationTrainer(BaseTrainer):
         if not sources:
             raise ValueError("the method needs unlabeled data but the run has none "
                              "(set data.labeled to a subset, or data.unlabeled to a folder)")
-        return ImagePool(sources, d.image_size, d.normalize, d.resize, self.model_dims, self.cfg.ssl.pool_cache_mb)
+        return ImagePool(sources, d.image_size, d.normalize, d.resize, self.model_dims, self.cfg.ssl.pool_cache_mb,
+                         channels=self.in_channels)
 
     # ---------------------------------------------------------------- model
     @property
@@ -140,7 +156,11 @@ class SegmentationTrainer(BaseTrainer):
         return {"student": self._raw_model(), **self.raw_extra_networks()}
 
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "task": "segmentation", "method": self.method.name}
+        return {"spec": self.spec.to_dict(), "task": "segmentation", "method": self.method.name,
+                "splits": splits_record(self.data)}
+
+    def has_validation(self) -> bool:
+        return bool(self.data.val)
 
     def extra_state(self) -> dict[str, Any]:
         return {"method": self.method.state_dict()} if len(self.method.state_dict()) else {}
@@ -205,7 +225,8 @@ class SegmentationTrainer(BaseTrainer):
             sums[2 * k] += 1
         sums = self.fabric.all_reduce(sums.to(self.device), reduce_op="sum").cpu()
         n = sums[2 * k].clamp_min(1)
-        per_class = (sums[:k] / n).tolist()
+        # why: no validation case is no score, never a Dice of 0 to select on
+        per_class = (sums[:k] / n).tolist() if sums[2 * k] > 0 else [float("nan")] * k
         metrics = {"val/dice": float(np.mean(per_class))}
         if k > 1:
             metrics.update({f"val/dice_{name}": v for name, v in zip(self.classes[1:], per_class)})

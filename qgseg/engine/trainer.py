@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import EMA
 from .fabric import make_fabric
 from .optim import build_optimizer, build_scheduler
+from .run_dir import resume_config_changes
 
 
 class Interrupted(RuntimeError):
@@ -49,6 +50,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_path: Path | None = None
     last_path: Path | None = None
+    selection: str = "best"  # how best.ckpt was chosen, as reported in train_history.json and results
 
 
 class BaseTrainer:
@@ -56,6 +58,8 @@ class BaseTrainer:
 
     monitor: str = "val/dice"
     monitor_mode: str = "max"  # "max" or "min"
+    #: config keys :meth:`setup` computes from others (compared on resume through those others)
+    derived_config_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, fabric=None) -> None:
         self.cfg = cfg
@@ -95,6 +99,11 @@ class BaseTrainer:
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         raise NotImplementedError
+
+    def has_validation(self) -> bool:
+        """False when there are no validation cases: then :meth:`validate` is never called (only
+        allowed with ``train.select: last``; subclasses refuse it otherwise in :meth:`setup_data`)."""
+        return True
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """Everything needed to use the model later (classes, channels, preprocessing)."""
@@ -156,6 +165,11 @@ class BaseTrainer:
             state["ema"] = self.ema.state_dict()
         return state
 
+    def _best_state(self, iteration: int, metric: float | None) -> dict[str, Any]:
+        """What ``best.ckpt`` holds: the validated (EMA) weights and what is needed to use them."""
+        return {"model": self.eval_model.state_dict(), "iteration": iteration, "best_metric": metric,
+                "config": to_dict(self.cfg), "meta": self.checkpoint_meta()}
+
     def _save(self, name: str, state: dict[str, Any]) -> Path:
         path = self.run_dir / "checkpoints" / name
         if self.is_main:
@@ -195,12 +209,18 @@ class BaseTrainer:
     def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
         """Train for ``cfg.train.iterations`` iterations, resuming from ``last.ckpt`` if asked."""
         start_time = time.time()
+        last_path = self.run_dir / "checkpoints" / "last.ckpt"
+        state = None
+        if resume and last_path.is_file():
+            state = load_checkpoint(last_path, map_location="cpu")
+            # why before setup(): it rewrites config.yaml, which must still describe the run if refused
+            for change in resume_config_changes(state.get("config") or {}, to_dict(self.cfg), last_path,
+                                                ignore=self.derived_config_keys):
+                self.fabric.print(f"resuming with a changed setting: {change}")
         if self.model is None:
             self.setup()
         start, best, best_it, bad = 0, None, None, 0
-        last_path = self.run_dir / "checkpoints" / "last.ckpt"
-        if resume and last_path.is_file():
-            state = load_checkpoint(last_path, map_location="cpu")
+        if state is not None:
             self._raw_model().load_state_dict(state["model"])
             for k, m in self.raw_extra_networks().items():
                 m.load_state_dict(state["extra_networks"][k])
@@ -218,8 +238,15 @@ class BaseTrainer:
             self.fabric.print(f"resumed from {last_path} at iteration {start}")
         elif resume:
             self.fabric.print(f"nothing to resume in {last_path.parent}; starting from scratch")
+        for logger in self.fabric.loggers:
+            if hasattr(logger, "truncate_after"):  # rows after the checkpoint are redone (all of them, afresh)
+                logger.truncate_after(start)
 
         patience = self.cfg.train.early_stop_patience
+        # train.select: last keeps the last model as best.ckpt (validation, if any, is only logged)
+        select_last = self.cfg.train.select == "last"
+        validates = self.has_validation()
+        selection = f"best {self.monitor}" if not select_last else "last" if validates else "last (no validation)"
         # why: resuming a run that had stopped early must not train on past its stopping point
         stopped_early = resume and start > 0 and patience is not None and bad >= patience
         if stopped_early:
@@ -250,27 +277,30 @@ class BaseTrainer:
                 self.log(logs, it)
                 bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
                 running = {}
-            if it % self.val_every == 0 or it == self.iterations:
+            if (it % self.val_every == 0 or it == self.iterations) and validates:
                 self.eval_model.eval()
                 with torch.no_grad():
                     metrics = self.validate(self.eval_model)
                 value = metrics.get(self.monitor)
                 self.history.append({"iteration": it, **metrics})
                 self.log(metrics, it)
-                if self._better(value, best):
+                if select_last:
+                    best = value  # why: nothing is selected; report the validation of the model that is kept
+                elif self._better(value, best):
                     best, best_it, bad = value, it, 0
-                    best_state = {"model": self.eval_model.state_dict(), "iteration": it, "best_metric": best,
-                                  "config": to_dict(self.cfg), "meta": self.checkpoint_meta()}
-                    self._save("best.ckpt", best_state)
+                    self._save("best.ckpt", self._best_state(it, best))
                 elif it > self.cfg.train.early_stop_start * self.iterations:
                     bad += 1  # why: with a decaying schedule the early, high-LR validations are noise
                 line = f"[{it}/{self.iterations}] " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                if best is not None:
+                if best is not None and not select_last:
                     line += f"  (best {self.monitor}={best:.4f} @ {best_it})"
                 self._write(bar, line)
                 if patience is not None and bad >= patience:
                     stopped_early = True
             if it % self.checkpoint_every == 0 or it == self.iterations or stopped_early:
+                if select_last:  # why: without selection best.ckpt is always the latest model
+                    best_it = it
+                    self._save("best.ckpt", self._best_state(it, best))
                 self._save("last.ckpt", self._state(it, best, best_it, bad))
             if stopped_early:
                 self._write(bar, f"early stop at iteration {it}: no improvement of {self.monitor} "
@@ -281,12 +311,12 @@ class BaseTrainer:
                 raise Interrupted(f"stopped after iteration {it} (simulated kill)")
         bar.close()
         result = FitResult(best, best_it, it, stopped_early, time.time() - start_time, self.history,
-                           self.run_dir / "checkpoints" / "best.ckpt", last_path)
+                           self.run_dir / "checkpoints" / "best.ckpt", last_path, selection)
         if self.is_main:
             with open(self.run_dir / "train_history.json", "w") as fh:
                 json.dump({"best_metric": best, "best_iteration": best_it, "monitor": self.monitor,
-                           "iterations_done": it, "stopped_early": stopped_early, "history": self.history}, fh,
-                          indent=2)
+                           "selection": selection, "iterations_done": it, "stopped_early": stopped_early,
+                           "history": self.history}, fh, indent=2)
         for logger in self.fabric.loggers:
             logger.finalize("success")
         return result

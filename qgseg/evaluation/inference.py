@@ -7,6 +7,8 @@ when the model was trained on crops (``resize: false``).
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.case import Case
+from ..data.io import DataError
 from ..data.preprocess import prepare_network_input, resize_image, slice_axis
+
+
+def match_channels(case: Case, expected: int, model: str) -> Case:
+    """``case`` with the channel count ``model`` expects.
+
+    A grey image for a 3-channel (RGB) model is repeated to 3 channels with a warning, as
+    training does (a grey frame among colour photos is common); any other mismatch raises a
+    :class:`DataError` naming the image file and both channel counts.
+    """
+    if case.channels == expected:
+        return case
+    source = case.source
+    if case.channels == 1 and expected == 3:
+        print(f"warning: {source}: grey image converted to RGB (the model expects 3 channels)", file=sys.stderr)
+        return dataclasses.replace(case, image=np.repeat(case.image, 3, axis=0))
+    raise DataError(f"image has {case.channels} channel(s), {model} expects {expected}", source)
 
 
 @dataclass
@@ -68,20 +87,22 @@ class Segmenter:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> "Segmenter":
         from ..engine.checkpoint import load_checkpoint
 
-        state = load_checkpoint(path)
-        if "meta" not in state or "spec" not in state["meta"]:
-            raise ValueError(f"{path}: not a qgseg segmentation checkpoint (no model spec recorded)")
+        state = load_checkpoint(path, expect="segmentation")
+        if "spec" not in state["meta"]:
+            raise DataError("not a qgseg segmentation checkpoint (no model spec recorded)", path)
         spec = ModelSpec.from_dict(state["meta"]["spec"])
         model = spec.build()
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # edited or mismatched file: the weights do not fit the recorded spec
+            raise DataError(f"its weights do not fit the recorded model {spec.name} ({str(exc).splitlines()[0]})",
+                            path) from None
         return cls(model.to(device).eval(), spec, device, **kwargs)
 
     def prepare(self, case: Case) -> tuple[torch.Tensor, bool]:
         """Normalised (N, C, *spatial) tensor (:func:`prepare_network_input`); N = slices when a volume
         meets a 2D network, each slice normalised on its own as in training."""
-        if case.channels != self.spec.in_channels:
-            raise ValueError(f"{case.case_id}: image has {case.channels} channel(s), the model expects "
-                             f"{self.spec.in_channels}")
+        case = match_channels(case, self.spec.in_channels, "the segmentation model")
         x, _, sliced = prepare_network_input(case, self.spec.normalize, self.spec.spatial_dims)
         return torch.from_numpy(x), sliced
 

@@ -10,15 +10,20 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.case import Case
+from ..data.io import DataError
 from ..data.preprocess import prepare_network_input, resize_image, slice_axis
+from ..evaluation.inference import match_channels
 from .predictor import QualityPredictor, labels_to_fg_onehot
+
+if TYPE_CHECKING:
+    from ..per_case import CaseFailures
 
 __all__ = [
     "QualityScorer",
@@ -116,7 +121,12 @@ class QualityScorer:
 
     # ---------------------------------------------------------------- preprocessing
     def prepare_image(self, case: Case) -> torch.Tensor:
-        """Normalised image at the predictor size, ``(N, C, *size)``; N = slices for 3D cases + 2D model."""
+        """Normalised image at the predictor size, ``(N, C, *size)``; N = slices for 3D cases + 2D model.
+        A channel count other than the predictor's raises a DataError naming the file (grey images
+        for an RGB predictor are converted, with a warning; :func:`match_channels`)."""
+        channels = self.meta.get("image_channels")
+        if channels is not None:
+            case = match_channels(case, int(channels), "the quality predictor")
         x, _, _ = prepare_network_input(case, self.normalize, self.spatial_dims)
         return resize_image(torch.from_numpy(x), self.image_size)
 
@@ -249,61 +259,71 @@ def load_predictor_checkpoint(path: str | Path, best: bool = True) -> tuple[Qual
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / ("best.ckpt" if best else "last.ckpt")
-    state = load_checkpoint(path)
-    meta = state.get("meta") or {}
-    if meta.get("task") != "quality" or "predictor" not in meta:
-        raise ValueError(f"{path}: not a qgseg quality-predictor checkpoint (meta.task={meta.get('task')!r})")
+    state = load_checkpoint(path, expect="quality")
+    meta = state["meta"]
+    if "predictor" not in meta:
+        raise DataError("not a qgseg quality-predictor checkpoint (no predictor architecture recorded)", path)
     model = QualityPredictor.from_config(meta["predictor"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # edited or mismatched file: the weights do not fit the recorded architecture
+        raise DataError(f"its weights do not fit the recorded predictor ({str(exc).splitlines()[0]})", path) from None
     return model, meta, path
 
 
 # --------------------------------------------------------------------------- folders
 def score_folder(scorer: QualityScorer, images_dir: str | Path, masks_dir: str | Path,
                  mask_pattern: str | None = None, overlay_dir: str | Path | None = None,
-                 overlay_below: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+                 overlay_below: float | None = None,
+                 skip_unpaired: bool = False) -> tuple[list[dict[str, Any]], CaseFailures]:
     """Score every (image, mask) pair of two folders; pairs by file name (:func:`pair_files`).
 
     With ``overlay_dir`` (and a truth-map predictor) an overlay PNG per case, or per case whose
     lowest predicted Dice is below ``overlay_below``, shows the mask next to the predictor's
     estimate of the true outline, so a reviewer sees *where* it thinks the mask is wrong.
 
-    Returns ``(rows, problems)``: one row per pair ``{"case_id", "image", "mask", <class>: Dice, ...,
-    "min_dice", <class>_uncertainty, ...}`` (and ``unsure`` when the checkpoint holds its
-    validation reference: an uncertainty above the 90th percentile of its validation masks) and
-    human-readable pairing problems (unpaired / ambiguous files).
+    Returns ``(rows, failures)``: one row per scored pair ``{"case_id", "image", "mask", <class>: Dice,
+    ..., "min_dice", <class>_uncertainty, ...}`` (and ``unsure`` when the checkpoint holds its
+    validation reference: an uncertainty above the 90th percentile of its validation masks), and
+    every file not scored with its reason (:class:`~qgseg.per_case.CaseFailures`): unpaired or
+    ambiguous files (marked skipped with ``skip_unpaired``), unreadable files, a mask whose size is
+    not the image's, a channel count the predictor cannot take. One bad pair never stops the others.
     """
     from ..data.io import list_image_files, read_image, read_mask
     from ..data.pairing import pair_files
+    from ..per_case import CaseFailures
 
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     for d in (images_dir, masks_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: no such folder")
     pairing = pair_files(list_image_files(images_dir), list_image_files(masks_dir), mask_pattern)
-    problems = [f"{p}: {msg}" for p, msg in pairing.problems()]
+    failures = CaseFailures()
+    for path, msg in pairing.problems():
+        failures.add(path, msg, skipped=skip_unpaired)
     rows: list[dict[str, Any]] = []
     for case_id, img_path, mask_path in pairing.pairs:
-        image, info = read_image(img_path)
-        case = Case(case_id, image, spacing=info.get("spacing"), affine=info.get("affine"),
-                    meta={"dtype": info.get("dtype")})
-        mask = read_mask(mask_path, num_classes=len(scorer.classes))
-        if tuple(mask.shape) != case.spatial_shape:
-            problems.append(f"{mask_path}: mask shape {mask.shape} != image shape {case.spatial_shape}; skipped")
-            continue
-        row: dict[str, Any] = {"case_id": case_id, "image": str(img_path), "mask": str(mask_path)}
-        dice, unc = scorer.score(case, mask, return_uncertainty=True)
-        row.update({f"{name}_uncertainty": float(u) for name, u in zip(scorer.fg_classes, unc)})
-        if scorer.uncertainty_reference is not None:
-            row["unsure"] = bool(np.max(unc) > scorer.uncertainty_reference)
-        row.update({name: float(v) for name, v in zip(scorer.fg_classes, dice)})
-        row["min_dice"] = float(np.min(dice))
-        if overlay_dir is not None and scorer.has_truth_map and (overlay_below is None
-                                                                  or row["min_dice"] < overlay_below):
-            row["overlay"] = str(save_qc_overlay(scorer, case, mask, Path(overlay_dir) / f"{case_id}.png",
-                                                 row["min_dice"]))
-        rows.append(row)
-    return rows, problems
+        with failures.case(img_path):
+            image, info = read_image(img_path)
+            case = Case(case_id, image, spacing=info.get("spacing"), affine=info.get("affine"),
+                        meta={"dtype": info.get("dtype"), "image_paths": [str(img_path)]})
+            mask = read_mask(mask_path, num_classes=len(scorer.classes))
+            if tuple(mask.shape) != case.spatial_shape:
+                raise DataError(f"mask shape {tuple(mask.shape)} != image shape {tuple(case.spatial_shape)} "
+                                f"({img_path.name})", mask_path)
+            row: dict[str, Any] = {"case_id": case_id, "image": str(img_path), "mask": str(mask_path)}
+            dice, unc = scorer.score(case, mask, return_uncertainty=True)
+            row.update({f"{name}_uncertainty": float(u) for name, u in zip(scorer.fg_classes, unc)})
+            if scorer.uncertainty_reference is not None:
+                row["unsure"] = bool(np.max(unc) > scorer.uncertainty_reference)
+            row.update({name: float(v) for name, v in zip(scorer.fg_classes, dice)})
+            row["min_dice"] = float(np.min(dice))
+            if overlay_dir is not None and scorer.has_truth_map and (overlay_below is None
+                                                                      or row["min_dice"] < overlay_below):
+                row["overlay"] = str(save_qc_overlay(scorer, case, mask, Path(overlay_dir) / f"{case_id}.png",
+                                                     row["min_dice"]))
+            rows.append(row)
+    return rows, failures
 
 
 def save_qc_overlay(scorer: QualityScorer, case: Case, mask: np.ndarray, path: Path, predicted: float) -> Path:

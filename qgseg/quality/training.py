@@ -27,9 +27,19 @@ from torch import nn
 from ..config import QualityConfig, RunConfig
 from ..data.augment import intensity_augment, spatial_augment_many
 from ..data.case import Case
+from ..data.check import harmonise_run_cases
+from ..data.loading import load_cases
 from ..data.preprocess import TensorBank
-from ..data.run_data import RunData, group_of, prepare_run_data
+from ..data.run_data import (
+    RunData,
+    group_of,
+    prepare_run_data,
+    require_validation,
+    splits_record,
+    write_splits,
+)
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.run_dir import prepare_run_dir
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
 from .metrics import regression_metrics
@@ -85,6 +95,7 @@ def quality_run_config(cfg: RunConfig) -> RunConfig:
     t.batch_size, t.early_stop_patience, t.ema, t.warmup = q.batch_size, q.early_stop_patience, None, 0
     t.early_stop_start = q.early_stop_start
     t.checkpoint_every = None
+    t.select = "best"  # why: the predictor is always selected on validation MAE (train.select is the segmenter's)
     return out
 
 
@@ -103,6 +114,7 @@ class QualityTrainer(BaseTrainer):
 
     monitor = "val/mae"
     monitor_mode = "min"
+    derived_config_keys = ("train.iterations", "train.val_every")  # from quality.epochs / val_every_epochs
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, data: RunData | None = None,
                  weak_train: torch.Tensor | None = None, weak_val: torch.Tensor | None = None,
@@ -123,6 +135,9 @@ class QualityTrainer(BaseTrainer):
         cfg, q = self.cfg, self.cfg.quality
         if self.data is None:
             self.data = prepare_run_data(cfg.data, cfg.output_dir)
+        require_validation(self.data, None)
+        if self.is_main:
+            write_splits(self.run_dir, self.data)
         ds = self.data.dataset
         self.classes = list(cfg.data.classes or ds.classes)
         self.size = predictor_size(cfg)
@@ -131,7 +146,7 @@ class QualityTrainer(BaseTrainer):
         val_cases = self._val_cases or [ds.load(i) for i in self.data.val]
         if not val_cases:
             raise ValueError("the quality predictor needs validation cases (data.val_split is empty)")
-        self.image_channels = train_cases[0].channels
+        self.image_channels = harmonise_run_cases(train_cases, val_cases, self.fabric.print)
         nc = len(self.classes)
         self.images, self.truth, self.train_ids = prepare_tensors(train_cases, self.size, cfg.data.normalize,
                                                                   self.spatial_dims, nc)
@@ -196,7 +211,7 @@ class QualityTrainer(BaseTrainer):
                 "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
                 "train_samples": int(self.images.shape[0]), "dataset": ds.name,
                 "dataset_root": str(Path(ds.root).resolve()), "labeled_ids": ids,
-                "labeled_groups": sorted({group_of(ds, i) for i in ids})}
+                "labeled_groups": sorted({group_of(ds, i) for i in ids}), "splits": splits_record(self.data)}
 
     # ---------------------------------------------------------------- steps
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -327,8 +342,10 @@ def _fmt(x: Any) -> str:
 
 
 def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
-                            data: RunData | None = None, evaluate: bool = True) -> dict[str, Any]:
+                            data: RunData | None = None, evaluate: bool = True,
+                            overwrite: bool = False) -> dict[str, Any]:
     """Phase 1 end to end: weak snapshots -> predictor training -> evaluation on the test split.
+    ``run_dir`` must not hold a run unless ``resume`` or ``overwrite`` (:func:`prepare_run_dir`).
 
     Writes under ``run_dir`` (default ``<output_dir>/<name>``): ``weak/`` (snapshots + cached
     predictions), ``checkpoints/`` (best.ckpt selected on validation MAE), ``logs/``, and
@@ -339,12 +356,16 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
 
     start = time.time()
     run_dir = Path(run_dir or Path(cfg.output_dir) / cfg.name)
+    prepare_run_dir(run_dir, resume, overwrite)
     data = data or prepare_run_data(cfg.data, cfg.output_dir)
+    require_validation(data, None)  # before the weak snapshots are trained
     ds, q = data.dataset, cfg.quality
     size = predictor_size(cfg)
     sd = len(size)
-    train_cases = [ds.load(i) for i in data.labeled]
-    val_cases = [ds.load(i) for i in data.val]
+    show = cfg.runtime.progress
+    train_cases = load_cases(ds, data.labeled, "loading labeled cases", show)
+    val_cases = load_cases(ds, data.val, "loading validation cases", show)
+    harmonise_run_cases(train_cases, val_cases)  # before the weak snapshots train on them
     device = "cuda" if (cfg.runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()) else "cpu"
 
     # 1. weak snapshots + their cached predictions (the predictor's "weak" category)
@@ -385,7 +406,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     if q.eval_real_networks and q.weak_epochs:
         real = train_weak_snapshots(cfg, data, run_dir / "eval" / "unseen_snapshots", seed=cfg.train.seed + 101,
                                     model_name=q.eval_weak_model, epochs=q.eval_weak_epochs)
-    test_cases = [ds.load(i) for i in data.test]
+    test_cases = load_cases(ds, data.test, "loading test cases", cfg.runtime.progress)
     report = evaluate_quality(scorer, test_cases, run_dir / "eval", seed=q.eval_seed, k=q.eval_masks_per_image,
                               real_snapshots=real, train_cases=train_cases, ph2_fixed=find_ph2_fixed(ds.root),
                               progress=cfg.runtime.progress)
