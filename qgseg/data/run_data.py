@@ -51,7 +51,9 @@ class RunData:
         return self.dataset.classes
 
     def describe(self) -> str:
-        return (f"{self.dataset.name}: {len(self.labeled)} labeled, {len(self.unlabeled)} unlabeled, "
+        extra = self.unlabeled_dataset
+        pool = f" (+ {len(extra)} in {extra.name})" if extra is not None else ""
+        return (f"{self.dataset.name}: {len(self.labeled)} labeled, {len(self.unlabeled)} unlabeled{pool}, "
                 f"{len(self.val)} val, {len(self.test)} test cases; classes {self.classes}")
 
 
