@@ -75,6 +75,9 @@ def main() -> None:
         "synthetic_uncertainty": ev["synthetic"].get("uncertainty"),
         "real_uncertainty": ev.get("real", {}).get("uncertainty"),
         "best_val_mae": res["best_val_mae"], "iterations": res["iterations"], "wall_s": wall,
+        # self-supervised encoder pretraining (quality.pretrain) or external weights (quality.pretrained)
+        "pretraining": res.get("pretraining") or ({"weights": cfg.quality.pretrained, "method": "external file"}
+                                                  if cfg.quality.pretrained else None),
         "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
                      f"{cfg.quality.width}{_decoder(cfg)}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
                      f"{cfg.quality.masks_per_image} masks/image, weak {cfg.model.name} snapshots at epochs "

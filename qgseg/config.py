@@ -129,6 +129,16 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised pretraining of the predictor's encoder on the run's training images
+    (:mod:`qgseg.quality.pretrain`); ``steps: 0`` switches it off."""
+
+    steps: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+
+
+@dataclass
 class QualityConfig:
     """Quality predictor (phase 1)."""
 
@@ -152,7 +162,8 @@ class QualityConfig:
     weak_iterations_per_epoch: int | None = None  # default: labeled cases / batch size
     weak_probability: float = 0.15
     weak_folds: int = 1  # >1: cross-fitted snapshots, each predicting the labeled images it never saw
-    pretrained: str | None = None
+    pretrained: str | None = None  # local encoder weights (.pt/.safetensors: ImageNet, RadImageNet, qgseg quality pretrain)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # steps > 0 and no `pretrained`: pretrain first
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # of the training images (spatial + intensity)
     truth_map_weight: float = 1.0  # >0: add the truth-map decoder, trained with this weight on a dense loss; 0: plain ResNet
     roi_size: list[int] | None = None  # network input = mask-centred crop of this size (None: the whole image_size input)
@@ -429,10 +440,12 @@ _POSITIVE = ("train.iterations", "train.batch_size", "train.val_every", "train.c
              "train.early_stop_patience", "quality.epochs", "quality.batch_size",
              "quality.masks_per_image", "quality.val_every_epochs", "quality.early_stop_patience",
              "quality.eval_masks_per_image", "quality.weak_folds", "quality.weak_iterations_per_epoch",
-             "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "ssl.pool_cache_mb")
+             "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "ssl.pool_cache_mb",
+             "quality.pretrain.batch_size")
 #: ... and those that must be >= 0 (a learning rate of 0 freezes the weights: allowed, e.g. to test selection).
 _NON_NEGATIVE = ("train.lr", "quality.lr", "train.weight_decay", "train.warmup", "quality.weight_decay",
-                 "eval.overlays", "quality.truth_map_weight", "quality.soft_fraction", "quality.weak_probability")
+                 "eval.overlays", "quality.truth_map_weight", "quality.soft_fraction", "quality.weak_probability",
+                 "quality.pretrain.steps", "quality.pretrain.lr")
 #: ... and those that are fractions in [0, 1).
 _FRACTIONS = ("model.dropout", "train.momentum", "eval.sw_overlap")
 

@@ -9,6 +9,8 @@ QUALITY_COMMANDS = {
     "train": "train weak snapshots and the quality predictor from a YAML config",
     "eval": "evaluate a quality predictor on held-out cases (synthetic and real network masks)",
     "score": "score any model's masks without ground truth; flag the ones to review",
+    "pretrain": "self-supervised pretraining of the predictor's encoder on the run's own training images "
+                "(restoration); writes a local weight file for quality.pretrained",
 }
 
 
@@ -32,6 +34,13 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.ckpt")
     c.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     c.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    _config_args(c)
+
+    c = qsub.add_parser("pretrain", help=QUALITY_COMMANDS["pretrain"], description=QUALITY_COMMANDS["pretrain"])
+    c.add_argument("config", help="the quality config the weights are for (same data, depth, width, sizes)")
+    c.add_argument("--steps", type=int, help="training steps (default: quality.pretrain.steps, or 1000 when 0)")
+    c.add_argument("--output", type=Path, help="weight file to write (default: <output_dir>/<name>_pretrain/encoder.pt)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing weight file")
     _config_args(c)
 
     c = qsub.add_parser("eval", help=QUALITY_COMMANDS["eval"], description=QUALITY_COMMANDS["eval"])
@@ -205,6 +214,24 @@ def cmd_quality_score(args: argparse.Namespace) -> int:
     return failures.report("file(s)")
 
 
+def cmd_quality_pretrain(args: argparse.Namespace) -> int:
+    from ..data.io import DataError
+    from ..quality.pretrain import pretrain_encoder
+    from .main import _load_cfg
+
+    cfg = _load_cfg(args, args.config)
+    out = args.output or Path(cfg.output_dir) / f"{cfg.name}_pretrain" / "encoder.pt"
+    if out.exists() and not args.overwrite:
+        raise DataError("weight file exists; --overwrite replaces it, or choose another --output", out)
+    steps = args.steps or cfg.quality.pretrain.steps or 1000
+    res = pretrain_encoder(cfg, out, steps=steps)
+    print(f"pretrained the encoder for {res.steps} steps on {res.images} training images "
+          f"({', '.join(f'{k} {v}' for k, v in res.image_sources.items())}; never val/test), restoration loss "
+          f"{res.first_loss:.4f} -> {res.final_loss:.4f}, {res.wall_s:.0f} s")
+    print(f"weights: {out} (record: {out}.json); use them with --set quality.pretrained={out}")
+    return 0
+
+
 def run_quality_command(args: argparse.Namespace) -> int:
     cmd = getattr(args, "quality_command", None)
     if cmd == "train":
@@ -213,5 +240,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
         return cmd_quality_eval(args)
     if cmd == "score":
         return cmd_quality_score(args)
-    print("usage: qgseg quality {train,eval,score} ... (see qgseg quality --help)", file=sys.stderr)
+    if cmd == "pretrain":
+        return cmd_quality_pretrain(args)
+    print("usage: qgseg quality {train,eval,score,pretrain} ... (see qgseg quality --help)", file=sys.stderr)
     return 2

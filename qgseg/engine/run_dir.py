@@ -18,7 +18,7 @@ RUN_MARKERS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "eval/result.js
                "result.json")
 #: What a run writes into its folder, removed by ``--overwrite``. ``segmenter``/``quality`` are the two
 #: runs of ``qgseg run``; ``weak`` holds phase 1's snapshots and cached predictions.
-RUN_OUTPUTS = ("checkpoints", "eval", "logs", "plots", "qc", "weak", "segmenter", "quality",
+RUN_OUTPUTS = ("checkpoints", "eval", "logs", "plots", "qc", "weak", "pretrain", "segmenter", "quality",
                "train_history.json", "result.json")
 #: Nested run folders of ``qgseg run`` (phase 1 and phase 2), checked like the top level.
 NESTED_RUNS = ("segmenter", "quality")

@@ -101,6 +101,19 @@ def _block_inplanes(width: int | Sequence[int] | None) -> list[int]:
     return planes
 
 
+def resnet_stages(backbone: ResNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The four stage outputs of a MONAI ``ResNet`` (its ``forward`` unrolled to expose them)."""
+    b = backbone
+    x = b.act(b.bn1(b.conv1(x)))
+    if not b.no_max_pool:
+        x = b.maxpool(x)
+    stages = []
+    for layer in (b.layer1, b.layer2, b.layer3, b.layer4):
+        x = layer(x)
+        stages.append(x)
+    return stages
+
+
 class TruthMapDecoder(nn.Module):
     """FPN-style decoder: ResNet stage features -> truth-mask logits ``(B, K, *input_size)``.
 
@@ -280,16 +293,7 @@ class QualityPredictor(nn.Module):
             )
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The four ResNet stage outputs (MONAI ``ResNet.forward`` unrolled to expose them)."""
-        b = self.backbone
-        x = b.act(b.bn1(b.conv1(x)))
-        if not b.no_max_pool:
-            x = b.maxpool(x)
-        stages = []
-        for layer in (b.layer1, b.layer2, b.layer3, b.layer4):
-            x = layer(x)
-            stages.append(x)
-        return stages
+        return resnet_stages(self.backbone, x)
 
     def _forward_parts(self, x: torch.Tensor, detach_truth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Head logits ``(B, K)`` (fused with the decoder prior when there is a decoder) and truth logits.

@@ -341,6 +341,31 @@ def _fmt(x: Any) -> str:
         return str(x)
 
 
+def chain_pretraining(cfg: RunConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """With ``quality.pretrain.steps > 0`` and no ``quality.pretrained``: pretrain the encoder into
+    ``<run>/pretrain/encoder.pt`` (reused on resume) and point ``cfg.quality.pretrained`` at it.
+    Returns the pretraining record (``<file>.json``), or ``None`` when nothing was pretrained."""
+    import json
+
+    q = cfg.quality
+    if q.pretrain.steps <= 0 or q.pretrained:
+        return None
+    from .pretrain import pretrain_encoder
+
+    path = run_dir / "pretrain" / "encoder.pt"
+    record = path.with_suffix(".pt.json")
+    if resume and path.is_file() and record.is_file():
+        print(f"pretrained encoder reused: {path}")
+        info = json.loads(record.read_text())
+    else:
+        res = pretrain_encoder(cfg, path)
+        print(f"pretrained encoder: {res.steps} steps on {res.images} training images, restoration loss "
+              f"{res.first_loss:.4f} -> {res.final_loss:.4f}, {res.wall_s:.0f} s -> {path}")
+        info = json.loads(record.read_text())
+    q.pretrained = str(path)
+    return info
+
+
 def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                             data: RunData | None = None, evaluate: bool = True,
                             overwrite: bool = False) -> dict[str, Any]:
@@ -366,6 +391,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     train_cases = load_cases(ds, data.labeled, "loading labeled cases", show)
     val_cases = load_cases(ds, data.val, "loading validation cases", show)
     harmonise_run_cases(train_cases, val_cases)  # before the weak snapshots train on them
+    pretraining = chain_pretraining(cfg, run_dir, resume)
     device = "cuda" if (cfg.runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()) else "cpu"
 
     # 1. weak snapshots + their cached predictions (the predictor's "weak" category)
@@ -391,7 +417,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
                               "best_iteration": fit.best_iteration, "iterations": trainer.iterations,
                               "stopped_early": fit.stopped_early, "weak_snapshots": [str(p) for p in snaps],
                               "weak_wall_s": weak_s, "train_wall_s": fit.wall_s,
-                              "checkpoint": str(fit.best_path)}
+                              "checkpoint": str(fit.best_path), "pretraining": pretraining}
     if trainer.is_main:
         ref = trainer.add_uncertainty_reference(fit.best_path)
         if ref is not None:
