@@ -202,6 +202,12 @@ def test_quality_eval_refuses_the_predictors_training_cases(tmp_path, capsys):
     assert main([*base, "--split", "val"]) == 2
     assert "2 of the 2 case(s) of split 'val' belong to patients/groups the predictor was trained or selected on" \
         in capsys.readouterr().err
+    # cross-dataset QC: on another dataset the stored splits do not apply; its labeled cases are all scored
+    other = tiny_dataset(tmp_path / "other", seed=7, size=(16, 16))
+    assert main(["quality", "eval", "--predictor", str(ckpt), str(other), "--device", "cpu", "--masks-per-image", "1",
+                 "--split", "all", "--train-split", "none", "--output", str(tmp_path / "qe_other")]) == 0
+    report = json.loads((tmp_path / "qe_other" / "quality_eval.json").read_text())
+    assert report["synthetic"]["all"]["n"] == len(prepare_run_data(DataConfig(dataset=str(other))).dataset.labeled_ids)
 
 
 # ----------------------------------------------------------------------------- cases that cannot be indexed
