@@ -3,8 +3,8 @@ into recipes, with mean ± std over the seeds of each recipe. Selection is by va
 the test columns are reported, never used to choose.
 
     python benchmarks/quality_table.py --out quality_colondb_pretraining \\
-        "no pretraining=quality_colondb_e10_nopretrain,quality_colondb_e10_nopretrain_s1" \\
-        "restoration pretraining=quality_colondb_e10_pretrain600,quality_colondb_e10_pretrain600_s1"
+        "no pretraining=archive/quality_colondb_e10_nopretrain,archive/quality_colondb_e10_nopretrain_s1" \\
+        "restoration pretraining=archive/quality_colondb_e10_pretrain600,archive/quality_colondb_e10_pretrain600_s1"
 """
 from __future__ import annotations
 
