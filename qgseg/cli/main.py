@@ -43,6 +43,15 @@ def add_skip_bad(p: argparse.ArgumentParser) -> None:
                         "data.skip_bad=true)")
 
 
+def add_split_args(p: argparse.ArgumentParser, model: str) -> None:
+    """``--split`` and ``--allow-seen`` of the commands that score a trained ``model`` on a dataset split."""
+    p.add_argument("--split", default="test",
+                   help=f"split to evaluate (default: test). For the dataset the {model} was trained on, its run's "
+                        "stored splits are used (test, val, labeled, unlabeled); 'all' for every labeled case")
+    p.add_argument("--allow-seen", action="store_true",
+                   help=f"also score cases (patients) the {model} was trained or selected on (refused otherwise)")
+
+
 def _skip_bad_overrides(args: argparse.Namespace) -> list[str]:
     return ["data.skip_bad=true"] if getattr(args, "skip_bad", False) else []
 
@@ -109,11 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help=COMMANDS["evaluate"], description=COMMANDS["evaluate"])
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("dataset", help="dataset folder / CSV / YAML")
-    p.add_argument("--split", default="test",
-                   help="split to evaluate (default: test). For the dataset a checkpoint was trained on, the run's "
-                        "stored splits are used (test, val, labeled, unlabeled); 'all' for every labeled case")
-    p.add_argument("--allow-seen", action="store_true",
-                   help="also score cases (patients) the checkpoint was trained or selected on (refused otherwise)")
+    add_split_args(p, "checkpoint")
     p.add_argument("--output", type=Path, help="folder for CSV/JSON results and overlays")
     p.add_argument("--overlays", type=int, default=4)
     p.add_argument("--device", default="auto")

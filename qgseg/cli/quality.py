@@ -23,7 +23,7 @@ SCORE_RULE = (". Every good (image, mask) pair is scored even when others are ba
 
 
 def add_quality_parser(sub: argparse._SubParsersAction) -> None:
-    from .main import OVERWRITE_HELP, _config_args, add_skip_bad
+    from .main import OVERWRITE_HELP, _config_args, add_skip_bad, add_split_args
 
     p = sub.add_parser("quality", help="quality predictor: train, eval, score",
                        description="Quality predictor g(image, mask) -> predicted Dice.")
@@ -46,11 +46,7 @@ def add_quality_parser(sub: argparse._SubParsersAction) -> None:
     c = qsub.add_parser("eval", help=QUALITY_COMMANDS["eval"], description=QUALITY_COMMANDS["eval"])
     c.add_argument("--predictor", required=True, type=Path, help="quality checkpoint (.ckpt) or run folder")
     c.add_argument("dataset", help="dataset folder / CSV / YAML (relative to --data-root if given)")
-    c.add_argument("--split", default="test",
-                   help="split to evaluate (default: test). For the dataset the predictor was trained on, its run's "
-                        "stored splits are used (test, val, labeled, unlabeled); 'all' for every labeled case")
-    c.add_argument("--allow-seen", action="store_true",
-                   help="also score cases (patients) the predictor was trained or selected on (refused otherwise)")
+    add_split_args(c, "predictor")
     c.add_argument("--train-split", default="train",
                    help="split the mask-only baseline is fit on (default: train; 'none' to skip)")
     c.add_argument("--snapshots", type=Path, nargs="*", default=[],

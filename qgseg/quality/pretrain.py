@@ -35,6 +35,7 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from ..config import RunConfig
+from ..data.run_data import RunData
 from .predictor import RESNET_LAYOUTS, TruthMapDecoder, _block_inplanes, resnet_stages
 
 
@@ -129,15 +130,15 @@ def _random_crops(x: torch.Tensor, size: list[int], gen: torch.Generator) -> tor
     return torch.stack(crops)
 
 
-def pretrain_images(cfg: RunConfig, output_dir: str | Path = "runs"):
+def pretrain_images(cfg: RunConfig, data: RunData | None = None):
     """The run's training images for pretraining: labeled + unlabeled training cases and the extra
     unlabeled pool (never val/test), as an :class:`~qgseg.data.pool.ImagePool` at the predictor's
-    input size, and the count per source."""
+    input size, and the count per source. ``data``: the run's resolved data, when already prepared."""
     from ..data.pool import ImagePool
     from ..data.run_data import prepare_run_data
     from .training import predictor_size
 
-    data = prepare_run_data(cfg.data, output_dir)
+    data = data or prepare_run_data(cfg.data, cfg.output_dir)
     sources: list[tuple[object, str]] = [(data.dataset, i) for i in [*data.labeled, *data.unlabeled]]
     counts = {"labeled": len(data.labeled), "unlabeled": len(data.unlabeled), "extra_pool": 0}
     if data.unlabeled_dataset is not None:
@@ -151,7 +152,7 @@ def pretrain_images(cfg: RunConfig, output_dir: str | Path = "runs"):
 
 
 def pretrain_encoder(cfg: RunConfig, out_path: str | Path, steps: int | None = None,
-                     progress: bool | None = None) -> PretrainResult:
+                     progress: bool | None = None, data: RunData | None = None) -> PretrainResult:
     """Pretrain the predictor's encoder of ``cfg.quality`` on the run's training images by restoration
     (see the module docstring) and write its state dict to ``out_path`` (``.pt``) plus ``<out_path>.json``."""
     from tqdm.auto import tqdm
@@ -165,7 +166,7 @@ def pretrain_encoder(cfg: RunConfig, out_path: str | Path, steps: int | None = N
     start = time.time()
     torch.manual_seed(cfg.train.seed)
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    pool, counts = pretrain_images(cfg, cfg.output_dir)
+    pool, counts = pretrain_images(cfg, data)
     q = cfg.quality
     crop = [int(s) for s in (q.roi_size or pool.image_size)]
     first = pool.batch(torch.zeros(1, dtype=torch.long), gen)[0]

@@ -341,7 +341,8 @@ def _fmt(x: Any) -> str:
         return str(x)
 
 
-def chain_pretraining(cfg: RunConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+def chain_pretraining(cfg: RunConfig, run_dir: Path, resume: bool, data: RunData | None = None
+                      ) -> dict[str, Any] | None:
     """With ``quality.pretrain.steps > 0`` and no ``quality.pretrained``: pretrain the encoder into
     ``<run>/pretrain/encoder.pt`` (reused on resume) and point ``cfg.quality.pretrained`` at it.
     Returns the pretraining record (``<file>.json``), or ``None`` when nothing was pretrained."""
@@ -358,7 +359,7 @@ def chain_pretraining(cfg: RunConfig, run_dir: Path, resume: bool) -> dict[str, 
         print(f"pretrained encoder reused: {path}")
         info = json.loads(record.read_text())
     else:
-        res = pretrain_encoder(cfg, path)
+        res = pretrain_encoder(cfg, path, data=data)
         print(f"pretrained encoder: {res.steps} steps on {res.images} training images, restoration loss "
               f"{res.first_loss:.4f} -> {res.final_loss:.4f}, {res.wall_s:.0f} s -> {path}")
         info = json.loads(record.read_text())
@@ -391,7 +392,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     train_cases = load_cases(ds, data.labeled, "loading labeled cases", show)
     val_cases = load_cases(ds, data.val, "loading validation cases", show)
     harmonise_run_cases(train_cases, val_cases)  # before the weak snapshots train on them
-    pretraining = chain_pretraining(cfg, run_dir, resume)
+    pretraining = chain_pretraining(cfg, run_dir, resume, data)
     device = "cuda" if (cfg.runtime.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()) else "cpu"
 
     # 1. weak snapshots + their cached predictions (the predictor's "weak" category)
