@@ -22,6 +22,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 _SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+#: Names of MONAI's FlexibleUNet on a ResNet encoder (group 1: the depth; empty = 18), see qgseg.models.
+RESNET_UNET = re.compile(r"resnet(\d*)-unet|flexible-?unet")
 
 
 class ConfigError(ValueError):
@@ -57,7 +59,7 @@ class DataConfig:
 class ModelConfig:
     """Segmentation network; see :func:`qgseg.models.build_segmenter`."""
 
-    name: str = "unet"  # unet | unet++ | attention-unet | swin-unetr | segresnet
+    name: str = "unet"  # unet | unet++ | attention-unet | swin-unetr | segresnet | resnet-unet (resnet<depth>-unet)
     features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     dropout: float = 0.0
     pretrained: str | None = None  # local weight file (.pt/.safetensors)
@@ -479,12 +481,15 @@ def network_stride(name: str, features: list[int]) -> int | None:
     """Total down-sampling factor of segmentation network ``name`` (``None``: unknown name).
 
     U-Net / Attention U-Net halve the size once per extra level of ``features``; UNet++ has 4
-    poolings, SegResNet 3 down-sampling stages, SwinUNETR 5 patch merges (checked on MONAI:
-    other sizes fail on skip connections, or with a 1-pixel bottleneck).
+    poolings, SegResNet 3 down-sampling stages, SwinUNETR 5 patch merges, resnet-unet a stride-2
+    stem, a max-pool and 3 strided stages (checked on MONAI: other sizes fail on skip connections,
+    or with a 1-pixel bottleneck).
     """
     key = name.lower().replace("_", "-")
     if key in ("unet", "attention-unet", "attentionunet", "attunet"):
         return 2 ** (len(features) - 1)
+    if RESNET_UNET.fullmatch(key):
+        return 32
     return {"unet++": 16, "unetplusplus": 16, "basicunetplusplus": 16, "segresnet": 8,
             "swin-unetr": 32, "swinunetr": 32}.get(key)
 

@@ -1,13 +1,25 @@
 """One factory for every segmentation network, all built from MONAI."""
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
-SEGMENTERS = ("unet", "unet++", "attention-unet", "swin-unetr", "segresnet")
+from ..config import RESNET_UNET
+from .weights import load_resnet_encoder, read_state_dict
+
+SEGMENTERS = ("unet", "unet++", "attention-unet", "swin-unetr", "segresnet", "resnet-unet")
+#: ``resnet-unet`` (aliases ``flexible-unet``, ``flexibleunet``) is MONAI's FlexibleUNet on a ResNet-18;
+#: ``resnet<depth>-unet`` picks another of MONAI's ResNet encoders (10, 34, 50, 101, 152, 200).
+
+
+def resnet_unet_backbone(name: str) -> str | None:
+    """MONAI backbone name (``resnet18``...) of a resnet-unet network name, ``None`` for other networks."""
+    match = RESNET_UNET.fullmatch(name.lower().replace("_", "-"))
+    return f"resnet{match.group(1) or 18}" if match else None
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -26,7 +38,8 @@ def build_segmenter(
 
     ``features`` are the channel widths per resolution level (their count sets the depth
     for unet / attention-unet; unet++ takes exactly 5 and adds an upsampling width; swin-unetr
-    and segresnet take the first entry as their base width).
+    and segresnet take the first entry as their base width; resnet-unet takes 5, reversed, as its
+    decoder widths: its encoder is a standard-width MONAI ResNet, see :func:`resnet_unet_backbone`).
     """
     from monai.networks import nets
 
@@ -52,7 +65,19 @@ def build_segmenter(
     if key == "segresnet":
         return nets.SegResNet(spatial_dims=spatial_dims, init_filters=features[0], in_channels=in_channels,
                               out_channels=num_classes, dropout_prob=dropout or None)
-    raise ValueError(f"unknown network '{name}'; choose one of {', '.join(SEGMENTERS)}")
+    backbone = resnet_unet_backbone(key)
+    if backbone is not None:
+        from monai.networks.nets.resnet import ResNetEncoder
+
+        if backbone not in ResNetEncoder.backbone_names:
+            raise ValueError(f"unknown network '{name}': the ResNet depth must be one of "
+                             f"{', '.join(n[6:] for n in ResNetEncoder.backbone_names)}")
+        if len(features) != 5:
+            raise ValueError(f"resnet-unet needs 5 feature widths (decoder, coarse to fine reversed), got {features}")
+        return nets.FlexibleUNet(in_channels, num_classes, backbone=backbone, pretrained=False,
+                                 decoder_channels=tuple(reversed(features)), spatial_dims=spatial_dims,
+                                 dropout=dropout)
+    raise ValueError(f"unknown network '{name}'; choose one of {', '.join(SEGMENTERS)} (or resnet<depth>-unet)")
 
 
 class _UNetPlusPlusLogits(nn.Module):
@@ -77,8 +102,38 @@ def build_model(name: str, spatial_dims: int, in_channels: int, num_classes: int
     if isinstance(net, nets.BasicUNetPlusPlus):
         net = _UNetPlusPlusLogits(net)
     if pretrained:
-        load_local_weights(net, pretrained)
+        print(load_pretrained(net, pretrained))
     return net
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> str:
+    """Initialise ``model`` from a local weight file; returns a one-line account of what loaded.
+
+    A resnet-unet (MONAI ``FlexibleUNet``) takes a whole-network state dict (keys ``decoder.*``:
+    :func:`load_local_weights`) or a ResNet encoder alone (``qgseg quality pretrain`` output,
+    torchvision/MONAI ResNets: :func:`~qgseg.models.weights.load_resnet_encoder`); other networks
+    take whole-network state dicts.
+    """
+    from monai.networks import nets
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weight file not found (downloads are never attempted)")
+    if isinstance(model, nets.FlexibleUNet) and not any(
+            k.startswith(("decoder.", "segmentation_head.")) for k in read_state_dict(path, strip_prefixes=False)):
+        loaded, total, unused = load_resnet_encoder(model.encoder, path, model.backbone)
+        return (f"pretrained {path}: {loaded}/{total} {model.backbone} encoder tensors loaded"
+                + (f"; {len(unused)} file tensors unused: {_summarise(unused, model.backbone)}" if unused else ""))
+    skipped = load_local_weights(model, path)
+    total = len(model.state_dict())
+    return f"pretrained {path}: {total - len(skipped)}/{total} tensors loaded"
+
+
+def _summarise(keys: list[str], arch: str) -> str:
+    """``downsample.*, fc.*`` for unused ResNet keys, saying why shortcut projections have no place."""
+    names = sorted({re.sub(r"^layer\d\.\d+\.", "", k).split(".")[0] + ".*" for k in keys})
+    why = f" (MONAI's {arch} encoder has parameter-free type-A shortcuts)" if "downsample.*" in names else ""
+    return ", ".join(names) + why
 
 
 def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
@@ -90,14 +145,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weight file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
+    state = read_state_dict(path, strip_prefixes=False)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:

@@ -15,7 +15,6 @@ score, so the head only learns a correction of that estimate.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -419,59 +418,11 @@ class QualityPredictor(nn.Module):
 
 
 # --------------------------------------------------------------------------- pretrained weights
-_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
-_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read tensors from a local ``.safetensors`` or ``.pt/.pth`` file (never downloads)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        # Unwrap common checkpoint containers ({"state_dict": ...} from Lightning/MedicalNet, ...).
-        for key in _CONTAINER_KEYS:
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    out: dict[str, torch.Tensor] = {}
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        # Strip DataParallel / wrapper prefixes, repeatedly ("module.backbone.conv1.weight").
-        stripped = True
-        while stripped:
-            stripped = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, stripped = k[len(p):], True
-        out[k] = v
-    return out
-
-
-def _adapt_first_conv(src: torch.Tensor, dst_shape: torch.Size, image_channels: int | None) -> torch.Tensor | None:
-    """Map a stem kernel ``(O, Cs, *k)`` to ``(O, Ct, *k)``; ``None`` if it cannot be done sensibly.
-
-    - If the model's image channels equal ``Cs`` (e.g. RGB weights, RGB image + masks): the image
-      channels keep the pretrained kernel exactly and each mask channel gets the channel-mean kernel
-      (a neutral "grey" filter), so image features start identical to the pretrained ones.
-    - Otherwise the kernel is tiled/truncated over ``Ct`` channels and scaled by ``Cs / Ct`` so the
-      expected activation magnitude is preserved (as timm's ``adapt_input_conv`` does).
-    """
-    if src.ndim != len(dst_shape) or src.shape[0] != dst_shape[0] or src.shape[2:] != dst_shape[2:]:
-        return None  # different out-channels, kernel size or spatial dims: no meaningful mapping
-    cs, ct = src.shape[1], dst_shape[1]
-    src = src.float()
-    if image_channels == cs and ct > cs:
-        mean = src.mean(dim=1, keepdim=True)
-        return torch.cat([src, mean.expand(-1, ct - cs, *src.shape[2:])], dim=1)
-    reps = math.ceil(ct / cs)
-    tiled = src.repeat(1, reps, *([1] * (src.ndim - 2)))[:, :ct]
-    return tiled * (cs / ct)
+# why: the readers moved to qgseg.models.weights (segmenters load encoders too); old names kept importable.
+from ..models.weights import CONTAINER_KEYS as _CONTAINER_KEYS  # noqa: F401
+from ..models.weights import PREFIXES as _PREFIXES  # noqa: F401
+from ..models.weights import adapt_first_conv as _adapt_first_conv
+from ..models.weights import read_state_dict as _read_state_dict
 
 
 def load_pretrained_backbone(model: QualityPredictor | ResNet, path: str | Path) -> list[str]:
