@@ -119,6 +119,9 @@ class RuntimeConfig:
     precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
     num_nodes: int = 1
     progress: bool = True
+    # intra-op CPU threads per process; null: OMP_NUM_THREADS if set, else min(available CPUs, 8)
+    # (qgseg.threads explains why; `qgseg compare --jobs N` gives each run CPUs // N)
+    threads: int | None = None
 
 
 @dataclass
@@ -190,6 +193,8 @@ class SSLConfig:
     rampup: float | None = None  # fraction of the iterations of lambda(t)'s sigmoid ramp-up; None: method default
     params: dict[str, Any] = field(default_factory=dict)  # method knobs (ema_decay, confidence, ...), validated
     pool_cache_mb: int = 2048  # bound of the unlabeled pool's in-memory cache (images are read lazily)
+    pool_workers: int | None = None  # DataLoader processes reading the pool; None: 2 on a GPU, 0 on CPU
+    pool_prefetch: int = 2  # unlabeled batches each pool worker reads ahead
     strong: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         flip_p=0.0, affine_p=0.0, intensity_p=1.0, brightness=0.2, contrast=[0.6, 1.4], gamma=[0.7, 1.5],
         noise_std=0.05, blur_p=0.5, color_p=0.8, color_gain=0.2))  # photometric part of the strong view
@@ -442,12 +447,12 @@ _POSITIVE = ("train.iterations", "train.batch_size", "train.val_every", "train.c
              "train.early_stop_patience", "quality.epochs", "quality.batch_size",
              "quality.masks_per_image", "quality.val_every_epochs", "quality.early_stop_patience",
              "quality.eval_masks_per_image", "quality.weak_folds", "quality.weak_iterations_per_epoch",
-             "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "ssl.pool_cache_mb",
-             "quality.pretrain.batch_size")
+             "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "runtime.threads", "ssl.pool_cache_mb",
+             "quality.pretrain.batch_size", "ssl.pool_prefetch")
 #: ... and those that must be >= 0 (a learning rate of 0 freezes the weights: allowed, e.g. to test selection).
 _NON_NEGATIVE = ("train.lr", "quality.lr", "train.weight_decay", "train.warmup", "quality.weight_decay",
                  "eval.overlays", "quality.truth_map_weight", "quality.soft_fraction", "quality.weak_probability",
-                 "quality.pretrain.steps", "quality.pretrain.lr")
+                 "quality.pretrain.steps", "quality.pretrain.lr", "ssl.pool_workers")
 #: ... and those that are fractions in [0, 1).
 _FRACTIONS = ("model.dropout", "train.momentum", "eval.sw_overlap")
 

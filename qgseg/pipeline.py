@@ -257,6 +257,8 @@ def run_guided(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False
         phase1 = {"checkpoint": str(predictor), "wall_s": qres.get("wall_s")}
     print(f"phase 2: {cfg.ssl.method}{' -QW' if cfg.guidance.qw else ''}{' +QAR' if cfg.guidance.qar else ''}")
     result = train_and_evaluate(cfg, run_dir / "segmenter", resume=resume, data=data, keep_predictions=True)
+    if "test_rows" not in result:  # a DDP rank > 0: rank 0 evaluates and writes
+        return result
     result["phase1"] = phase1
     scorer = load_quality_predictor(predictor)
     segmenter = load_segmenter(run_dir / "segmenter" / "checkpoints" / "best.ckpt", cfg=cfg)

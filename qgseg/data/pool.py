@@ -9,19 +9,45 @@ the cache is read once; a larger one is re-read as it cycles.
 Each sample also carries the affine map back to its stored intensities (``raw = x * scale +
 shift`` per channel), so a quality predictor with another normalisation than the segmenter's
 can prepare its own input from the same tensor.
+
+Reading in worker processes (``ssl.pool_workers`` > 0, :class:`PoolLoader`): a
+``torch.utils.data.DataLoader`` whose map-style dataset is indexed by the *step number* and
+returns that step's whole unlabeled batch (indices, crops/slices, weak and strong views), drawn
+with a generator seeded by ``(train.seed, rank, step)``. So reads, decoding and augmentation of
+the next batches overlap the training step; the batches do not depend on the number of workers;
+DDP ranks draw different samples; and a resumed run continues from the step count alone (no
+sampler state to save). One iterator over an infinite sampler lives for the whole run, so the
+workers start once (what ``persistent_workers`` gives across epochs). Each worker keeps its own
+LRU cache with ``cache_mb / workers`` (the total stays bounded). Why not MONAI: ``CacheDataset``
+caches the whole dataset in RAM up front (a 30,000-image pool would not fit, nor start quickly)
+and ``PersistentDataset`` writes a disk copy of every prepared sample (30,000 files) without
+bounding RAM; a bounded LRU per worker keeps RSS flat with no disk cache. ``pool_workers: 0``
+keeps the in-process path, whose draws come from the trainer's generator as before.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .case import Case
-from .preprocess import _random_crop, prepare_network_input, resize_image, resolve_normalize, slice_axis
+from .io import DataError
+from .preprocess import (
+    _random_crop,
+    prepare_network_input,
+    resize_image,
+    resolve_normalize,
+    slice_axis,
+)
 
-__all__ = ["ImagePool", "raw_affine"]
+if TYPE_CHECKING:
+    from ..config import AugmentConfig
+
+__all__ = ["ImagePool", "PoolLoader", "UnlabeledViews", "draw_unlabeled", "pool_workers", "raw_affine"]
 
 
 def raw_affine(raw: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,23 +133,143 @@ class ImagePool:
         if size <= self.cache_bytes:
             self._cache[i] = item
             self._cached_bytes += size
-            while self._cached_bytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= old[0].numel() * old[0].element_size()
+            self.bound_cache(self.cache_bytes)
         return item
+
+    def bound_cache(self, cache_bytes: int) -> None:
+        """Set the cache's bound, dropping least recently used samples beyond it."""
+        self.cache_bytes = int(cache_bytes)
+        while self._cached_bytes > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old[0].numel() * old[0].element_size()
 
     def batch(self, indices: torch.Tensor, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
         """``(images (B, C, *size), scale (B, C), shift (B, C), eight_bit)`` for pool ``indices``."""
-        xs, scales, shifts, eight = [], [], [], []
-        for i in indices.tolist():
-            x, scale, shift, e8 = self._get(int(i))
-            j = int(torch.randint(0, x.shape[0], (1,), generator=gen)) if x.shape[0] > 1 else 0
-            xi = x[j].float()
-            if tuple(xi.shape[1:]) != tuple(self.image_size):
-                xi, _ = _random_crop(xi, None, self.image_size, gen)
-            xs.append(xi)
-            scales.append(scale[j])
-            shifts.append(shift[j])
-            eight.append(e8)
+        xs, scales, shifts, eight = zip(*(self.sample(int(i), gen) for i in indices.tolist()))
         return torch.stack(xs), torch.stack(scales), torch.stack(shifts), all(eight)
+
+    def sample(self, i: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """``(image (C, *size) float32, scale (C,), shift (C,), eight_bit)``: sample ``i``, one random
+        slice of a volume, randomly cropped when not resized."""
+        x, scale, shift, e8 = self._get(i)
+        j = int(torch.randint(0, x.shape[0], (1,), generator=gen)) if x.shape[0] > 1 else 0
+        xi = x[j].float()
+        if tuple(xi.shape[1:]) != tuple(self.image_size):
+            xi, _ = _random_crop(xi, None, self.image_size, gen)
+        return xi, scale[j], shift[j], e8
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the cache (always <= ``cache_bytes``)."""
+        return self._cached_bytes
+
+
+@dataclass
+class UnlabeledViews:
+    """The views of an unlabeled batch: the weak one (``spatial``: flips, rotation, scaling; ``None``
+    without augmentation) and, when the method needs it, the strong one (``strong``: the weak
+    view's geometry with photometric augmentation). Picklable, so workers can apply it."""
+
+    spatial: AugmentConfig | None = None
+    strong: AugmentConfig | None = None
+
+    def __call__(self, image: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from .augment import intensity_augment, spatial_augment
+
+        if self.spatial is not None:
+            image, _ = spatial_augment(image, None, gen, self.spatial)
+        strong = intensity_augment(image, gen, self.strong) if self.strong is not None else None
+        return image, strong
+
+
+#: an unlabeled batch: ``(weak, strong or None, scale (B, C), shift (B, C), eight_bit)``
+UnlabeledDraw = tuple[torch.Tensor, "torch.Tensor | None", torch.Tensor, torch.Tensor, bool]
+
+
+def draw_unlabeled(pool: ImagePool, batch_size: int, gen: torch.Generator, views: UnlabeledViews) -> UnlabeledDraw:
+    """Random pool samples and their views, every draw from ``gen`` (indices, slices, crops, views)."""
+    idx = torch.randint(0, len(pool), (batch_size,), generator=gen)
+    image, scale, shift, eight_bit = pool.batch(idx, gen)
+    weak, strong = views(image, gen)
+    return weak, strong, scale, shift, eight_bit
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator of unlabeled batch ``step`` of ``rank``: a pure function of its arguments, so a
+    resumed run redraws exactly the batches the killed one would have drawn."""
+    state = np.random.SeedSequence([seed % 2 ** 64, rank, step, 0x9E37]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def pool_workers(setting: int | None, device: torch.device) -> int:
+    """``ssl.pool_workers``; ``None``: 2 when training on a GPU (reads must keep up with it), else 0
+    (on a CPU the training step already uses the cores workers would take)."""
+    if setting is not None:
+        return int(setting)
+    return 2 if device.type == "cuda" else 0
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Map-style dataset over step numbers: item ``k`` is unlabeled batch ``k``."""
+
+    def __init__(self, pool: ImagePool, batch_size: int, seed: int, rank: int, views: UnlabeledViews) -> None:
+        self.pool, self.batch_size, self.seed, self.rank, self.views = pool, batch_size, seed, rank, views
+
+    def __getitem__(self, step: int) -> UnlabeledDraw | DataError:
+        try:
+            return draw_unlabeled(self.pool, self.batch_size, step_generator(self.seed, self.rank, step), self.views)
+        except DataError as err:  # why returned: re-raised in the main process as itself, naming the file
+            return err
+
+
+class _Steps(torch.utils.data.Sampler):
+    """Step numbers ``start, start + 1, ...`` without end."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start
+        while True:
+            yield step
+            step += 1
+
+
+def _split_cache(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    pool = info.dataset.pool
+    pool.bound_cache(pool.cache_bytes // info.num_workers)  # why: together the workers stay within the bound
+
+
+class PoolLoader:
+    """Unlabeled batches read ahead by ``workers`` DataLoader processes (see the module docstring).
+
+    Args:
+        pool: the run's pool (each worker reads through its own copy, its cache bounded to
+            ``cache_mb / workers``).
+        batch_size: samples per batch.
+        seed, rank: with the step number, seed each batch's generator (ranks draw different samples).
+        start: the first step to draw (the iterations already done when resuming).
+        views: the weak/strong views, applied in the workers.
+        workers: DataLoader processes; 0 reads in this process (same batches).
+        prefetch: batches each worker reads ahead.
+        pin_memory: page-locked batches for fast copies to a GPU.
+    """
+
+    def __init__(self, pool: ImagePool, batch_size: int, seed: int, rank: int, start: int, views: UnlabeledViews,
+                 workers: int, prefetch: int = 2, pin_memory: bool = False) -> None:
+        self.batch_size = batch_size
+        self.workers = workers
+        loader = torch.utils.data.DataLoader(
+            _StepBatches(pool, batch_size, seed, rank, views), batch_size=None, sampler=_Steps(start),
+            num_workers=workers, prefetch_factor=prefetch if workers else None, pin_memory=pin_memory,
+            worker_init_fn=_split_cache if workers else None, persistent_workers=workers > 0)
+        self._it = iter(loader)
+
+    def next(self) -> UnlabeledDraw:
+        """The next batch ``(weak, strong or None, scale, shift, eight_bit)``."""
+        item = next(self._it)
+        if isinstance(item, DataError):
+            raise item
+        return item

@@ -177,7 +177,10 @@ def resolve_splits(ds: SegDataset, cfg: DataConfig) -> tuple[dict[str, list[str]
         if left_out:
             parts.append(f"{len(left_out)} remaining case(s) left out because their group is in a split the data "
                          f"gives: {', '.join(left_out[:_SHOW])}{' ...' if len(left_out) > _SHOW else ''}")
-    print("splits: " + "; ".join(parts))
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # why: every DDP rank resolves the splits; one line is enough
+        print("splits: " + "; ".join(parts))
     return ids, sources, notes
 
 

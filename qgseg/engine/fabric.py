@@ -87,6 +87,15 @@ class AppendingCSVLogger(Logger):
         """Hyperparameters are in the run's config.yaml."""
 
 
+def make_loggers(log_dir: Path) -> list[Logger]:
+    """The run's loggers in ``log_dir``: CSV (:class:`AppendingCSVLogger`) and TensorBoard; both write on
+    rank 0 only."""
+    from lightning_fabric.loggers import TensorBoardLogger
+
+    return [AppendingCSVLogger(log_dir, name="csv"),
+            TensorBoardLogger(root_dir=str(log_dir), name="tensorboard", version="")]
+
+
 def make_fabric(runtime: RuntimeConfig, log_dir: Path | None = None) -> Fabric:
     """Create and launch a Fabric for ``runtime`` with CSV (:class:`AppendingCSVLogger`) + TensorBoard
     loggers in ``log_dir``.
@@ -94,14 +103,8 @@ def make_fabric(runtime: RuntimeConfig, log_dir: Path | None = None) -> Fabric:
     Works unchanged for one CPU, one GPU, and DDP started by ``torchrun`` or by Fabric's
     own launcher (``runtime.devices > 1``).
     """
-    loggers = []
-    if log_dir is not None:
-        from lightning_fabric.loggers import TensorBoardLogger
-
-        loggers = [AppendingCSVLogger(log_dir, name="csv"),
-                   TensorBoardLogger(root_dir=str(log_dir), name="tensorboard", version="")]
-    accelerator = runtime.accelerator
-    fabric = Fabric(accelerator=accelerator, devices=runtime.devices, strategy=runtime.strategy,
+    loggers = make_loggers(log_dir) if log_dir is not None else []
+    fabric = Fabric(accelerator=runtime.accelerator, devices=runtime.devices, strategy=runtime.strategy,
                     precision=runtime.precision, num_nodes=runtime.num_nodes, loggers=loggers)
 
     try:

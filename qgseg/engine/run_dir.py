@@ -112,10 +112,17 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
     * removes orphan ``.ckpt.*.tmp`` files of killed checkpoint writes, with a note;
     * without ``resume``: refuses (ConfigError) a folder that already holds a run, unless
       ``overwrite``, which removes the old run's outputs (:data:`RUN_OUTPUTS`) with a printed line.
+
+    Only the main process does this: under torchrun or SLURM every rank starts the command at
+    once, and a rank > 0 would otherwise find rank 0's first files (or remove them).
     """
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ConfigError("--resume continues the run in its folder and --overwrite replaces it: give only one")
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
     orphans = remove_orphan_tmp_files(run_dir)
     if orphans:
         print(f"removed {len(orphans)} unfinished checkpoint write(s) left by a killed run: "

@@ -13,7 +13,13 @@ from ..data.augment import intensity_augment, spatial_augment
 from ..data.case import Case
 from ..data.check import harmonise_run_cases
 from ..data.loading import load_cases
-from ..data.pool import ImagePool
+from ..data.pool import (
+    ImagePool,
+    PoolLoader,
+    UnlabeledViews,
+    draw_unlabeled,
+    pool_workers,
+)
 from ..data.preprocess import TensorBank
 from ..data.run_data import (
     RunData,
@@ -183,14 +189,30 @@ class SegmentationTrainer(BaseTrainer):
     def sample_unlabeled(self, batch_size: int) -> UnlabeledBatch:
         """A weak view (flips, rotation, scaling with ``train.augment``'s spatial settings) of random pool
         samples and, when the method asks for it, a strong view: the same geometry with the photometric
-        augmentation of ``ssl.strong``."""
-        idx = torch.randint(0, len(self.unlabeled_pool), (batch_size,), generator=self.gen)
-        image, scale, shift, eight_bit = self.unlabeled_pool.batch(idx, self.gen)
-        if self.cfg.data.augment:
-            image, _ = spatial_augment(image, None, self.gen, self.cfg.train.augment)
-        strong = intensity_augment(image, self.gen, self.cfg.ssl.strong) if self.method.needs_strong_view else None
-        return UnlabeledBatch(image.to(self.device), None, scale, shift, eight_bit,
-                              strong=None if strong is None else strong.to(self.device))
+        augmentation of ``ssl.strong``.
+
+        With ``ssl.pool_workers`` > 0 the batches are read ahead by DataLoader workers (same views,
+        drawn from a generator per step instead of the trainer's; see :mod:`qgseg.data.pool`)."""
+        s = self.cfg.ssl
+        views = UnlabeledViews(self.cfg.train.augment if self.cfg.data.augment else None,
+                               s.strong if self.method.needs_strong_view else None)
+        workers = pool_workers(s.pool_workers, self.device)
+        if workers == 0:
+            image, strong, scale, shift, eight_bit = draw_unlabeled(self.unlabeled_pool, batch_size, self.gen, views)
+        else:
+            loader = getattr(self, "_pool_loader", None)
+            if loader is None or loader.batch_size != batch_size:
+                # why the scheduler's count: it is the iterations done, restored on resume, so a resumed run
+                # reads on from the step where the killed one stopped
+                loader = self._pool_loader = PoolLoader(
+                    self.unlabeled_pool, batch_size, self.cfg.train.seed, self.fabric.global_rank,
+                    self.scheduler.last_epoch, views, workers, s.pool_prefetch, self.device.type == "cuda")
+                self.fabric.print(f"unlabeled pool: read by {workers} DataLoader workers "
+                                  f"(cache {s.pool_cache_mb / workers:.0f} MB each)")
+            image, strong, scale, shift, eight_bit = loader.next()
+        blocking = {"non_blocking": self.device.type == "cuda"}
+        return UnlabeledBatch(image.to(self.device, **blocking), None, scale, shift, eight_bit,
+                              strong=None if strong is None else strong.to(self.device, **blocking))
 
     def training_step(self, iteration: int) -> dict[str, torch.Tensor]:
         bs = self.cfg.train.batch_size

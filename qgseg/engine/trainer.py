@@ -126,8 +126,10 @@ class BaseTrainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        """The weights used for validation and saved as "best": EMA when enabled."""
-        return self.ema.module if self.ema is not None else self.model
+        """The weights used for validation and saved as "best": EMA when enabled. The plain module, not
+        the DDP wrapper: ranks validate different cases, and DDP's forward could start a collective
+        (buffer broadcast) on one rank only."""
+        return self.ema.module if self.ema is not None else self._raw_model()
 
     def _better(self, value: float, best: float | None) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -142,6 +144,27 @@ class BaseTrainer:
     def raw_extra_networks(self) -> dict[str, nn.Module]:
         return {k: getattr(m, "module", m) for k, m in self.extra_networks.items()}
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics) of the trained networks.
+
+        DDP keeps parameters equal but each rank's forward updates its buffers from its own batch;
+        without this, EMA teachers and the validated weights would differ between ranks, and the
+        checkpoint (rank 0's) would not be what rank 1 validated. One broadcast per dtype.
+        """
+        if self.fabric.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        nets = [self._raw_model(), *self.raw_extra_networks().values()]
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buf in (b for net in nets for b in net.buffers()):
+            by_dtype.setdefault(buf.dtype, []).append(buf)
+        for bufs in by_dtype.values():
+            flat = torch.cat([b.detach().reshape(-1) for b in bufs])
+            dist.broadcast(flat, src=0)
+            for b, v in zip(bufs, flat.split([b.numel() for b in bufs])):
+                b.data.copy_(v.view_as(b))
+
     def _state(self, iteration: int, best: float | None, best_it: int | None, bad: int) -> dict[str, Any]:
         state = {
             "model": self._raw_model().state_dict(),
@@ -153,17 +176,39 @@ class BaseTrainer:
             "best_iteration": best_it,
             "bad_validations": bad,
             "history": self.history,
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            **self._rng_state(),
             "config": to_dict(self.cfg),
             "meta": self.checkpoint_meta(),
             "extra": self.extra_state(),
         }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.fabric.world_size > 1:
+            # why: each rank draws its own batches; resuming every rank with rank 0's streams would not
+            # continue the run that was killed (called on every rank: it is a collective)
+            import torch.distributed as dist
+
+            per_rank: list[Any] = [None] * self.fabric.world_size
+            dist.all_gather_object(per_rank, self._rng_state())
+            state["rank_rng"] = per_rank
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         return state
+
+    def _rng_state(self) -> dict[str, Any]:
+        """This process's random streams: the trainer's generator, torch's, CUDA's."""
+        state = {"generator": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _load_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`_rng_state`: this rank's own entry of a multi-process checkpoint."""
+        per_rank = state.get("rank_rng") or []
+        if len(per_rank) == self.fabric.world_size:
+            state = per_rank[self.fabric.global_rank]
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def _best_state(self, iteration: int, metric: float | None) -> dict[str, Any]:
         """What ``best.ckpt`` holds: the validated (EMA) weights and what is needed to use them."""
@@ -226,10 +271,7 @@ class BaseTrainer:
                 m.load_state_dict(state["extra_networks"][k])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if "cuda_rng" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self._load_rng_state(state)
             if self.ema is not None and "ema" in state:
                 self.ema.load_state_dict(state["ema"])
             self.load_extra_state(state.get("extra", {}))
@@ -263,6 +305,7 @@ class BaseTrainer:
             self.fabric.backward(losses["loss"])
             self.optimizer.step()
             self.scheduler.step()
+            self._sync_buffers()
             if self.ema is not None:
                 self.ema.update(self._raw_model())
             self.after_optimizer_step(it)
@@ -279,7 +322,7 @@ class BaseTrainer:
                 running = {}
             if (it % self.val_every == 0 or it == self.iterations) and validates:
                 self.eval_model.eval()
-                with torch.no_grad():
+                with torch.no_grad(), self.fabric.autocast():  # why: the precision the wrapper gave training
                     metrics = self.validate(self.eval_model)
                 value = metrics.get(self.monitor)
                 self.history.append({"iteration": it, **metrics})
