@@ -5,12 +5,18 @@ Run: ``python benchmarks/bench_corruption_speed.py [--device cpu] [--seconds 5] 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
 
+import qgseg.quality.sampler as sampler_mod
 from qgseg.quality.corruptions import CORRUPTIONS, apply_corruption
 from qgseg.quality.sampler import SamplerConfig, VariableQualitySampler
 
@@ -45,7 +51,8 @@ def measure_generation_speed(size: int = 224, batch_sizes: tuple[int, ...] = (1,
                              num_threads: int | None = 1) -> dict[str, float]:
     """Masks per second of ``VariableQualitySampler.sample`` for each batch size.
 
-    Keys ``masks_per_s_b{B}``. Each batch size runs for about ``seconds`` after one warm-up call,
+    Keys ``masks_per_s_b{B}`` (wall clock) and, on CPU, ``cpu_masks_per_s_b{B}``: masks per second
+    of this process's CPU time, which other processes on a shared machine do not lower. Each batch size runs for about ``seconds`` after one warm-up call,
     cycling over a pool of lesion masks so every call sees different shapes.
     ``num_threads``: torch intra-op threads during the measurement (restored afterwards); 1 by
     default because generation runs in data-loader workers (which use 1 thread) beside training,
@@ -65,14 +72,17 @@ def _measure(size: int, batch_sizes: tuple[int, ...], seconds: float, device: st
              config: SamplerConfig | None) -> dict[str, float]:
     dev = torch.device(device)
     sampler = VariableQualitySampler(config or SamplerConfig(), spatial_dims=2, num_classes=1)
-    pool = make_lesion_masks(max(batch_sizes) * 2, size, seed=0, device=dev)
+    # at most 512 distinct masks (drawing them is a Python loop); big GPU batches repeat them
+    pool = make_lesion_masks(min(max(batch_sizes) * 2, 512), size, seed=0, device=dev)
+    p = pool.shape[0]
     gen = torch.Generator().manual_seed(0)
     res: dict[str, float] = {}
     for bs in batch_sizes:
-        batches = [pool[(i * bs) % pool.shape[0]:][:bs] for i in range(8)]
+        batches = [pool[(i * bs) % p:][:bs] if bs <= p // 2 else
+                   pool[(i * bs + torch.arange(bs, device=dev)) % p] for i in range(8 if bs <= 1024 else 2)]
         batches = [bt if bt.shape[0] == bs else pool[:bs] for bt in batches]
         sampler.sample(batches[0], gen)  # warm-up
-        n, it, t0 = 0, 0, time.perf_counter()
+        n, it, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
         while True:
             sampler.sample(batches[it % len(batches)], gen)
             if dev.type == "cuda":
@@ -82,7 +92,96 @@ def _measure(size: int, batch_sizes: tuple[int, ...], seconds: float, device: st
             if time.perf_counter() - t0 >= seconds:
                 break
         res[f"masks_per_s_b{bs}"] = n / (time.perf_counter() - t0)
+        if dev.type == "cpu":
+            res[f"cpu_masks_per_s_b{bs}"] = n / max(time.process_time() - c0, 1e-9)
     return res
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _clock(device: torch.device) -> Callable[[], float]:
+    """CPU time of this process on CPU (other processes on a shared machine do not inflate it),
+    wall time (after synchronising) on CUDA."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
+def _timed(fn: Callable[..., Any], acc: dict[str, float], key: str, device: torch.device) -> Callable[..., Any]:
+    clock = _clock(device)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _sync(device)
+        t0 = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _sync(device)
+            acc[key] += clock() - t0
+
+    return wrapper
+
+
+@contextmanager
+def _instrumented(acc: dict[str, float], device: torch.device) -> Iterator[None]:
+    """Time every registered corruption, ``apply_corruption`` and the Dice target as the sampler calls them.
+
+    Why patching: the profile must see the exact calls of ``VariableQualitySampler.sample``
+    (grouped subsets, crops), not a synthetic loop. Nested corruptions (multiclass / volumetric
+    wrappers) would be counted twice; the 2D single-class benchmark has none.
+    """
+    saved = dict(CORRUPTIONS)
+    saved_apply, saved_dice = sampler_mod.apply_corruption, sampler_mod.dice_per_class
+    for name, c in saved.items():
+        CORRUPTIONS[name] = dataclasses.replace(c, fn=_timed(c.fn, acc, f"fn:{name}", device))
+    sampler_mod.apply_corruption = _timed(saved_apply, acc, "apply_corruption", device)
+    sampler_mod.dice_per_class = _timed(saved_dice, acc, "dice_target", device)
+    try:
+        yield
+    finally:
+        CORRUPTIONS.update(saved)
+        sampler_mod.apply_corruption, sampler_mod.dice_per_class = saved_apply, saved_dice
+
+
+def profile_sampler(size: int = 224, batch: int = 64, iterations: int = 20, device: str = "cpu",
+                    config: SamplerConfig | None = None, top: int = 10) -> dict[str, Any]:
+    """Where the time of ``VariableQualitySampler.sample`` goes, at the current thread setting.
+
+    Times are process CPU time on CPU (see :func:`_clock`). Returns ``ms_per_batch`` and shares (fractions of the total) per corruption category, for the
+    Dice target, for ``apply_corruption`` around the corruption itself (crop, clamp) and for the
+    sampler's own work (category draw, grouping, indexing, swap), plus the ``top`` corruptions.
+    """
+    dev = torch.device(device)
+    sampler = VariableQualitySampler(config or SamplerConfig(), spatial_dims=2, num_classes=1)
+    pool = make_lesion_masks(batch * 2, size, seed=0, device=dev)
+    gen = torch.Generator().manual_seed(0)
+    sampler.sample(pool[:batch], gen)  # warm-up
+    acc: dict[str, float] = defaultdict(float)
+    clock = _clock(dev)
+    with _instrumented(acc, dev):
+        _sync(dev)
+        t0 = clock()
+        for it in range(iterations):
+            sampler.sample(pool[(it % 2) * batch:][:batch], gen)
+        _sync(dev)
+        total = clock() - t0
+    fn_s = {k[3:]: v for k, v in acc.items() if k.startswith("fn:")}
+    by_cat: dict[str, float] = defaultdict(float)
+    for name, v in fn_s.items():
+        by_cat[CORRUPTIONS[name].category] += v
+    parts = {f"corruptions/{c}": v for c, v in by_cat.items()}
+    parts["dice_target"] = acc["dice_target"]
+    parts["apply_corruption_overhead"] = acc["apply_corruption"] - sum(fn_s.values())
+    parts["sampler_other"] = total - acc["apply_corruption"] - acc["dice_target"]
+    return {
+        "batch": batch, "iterations": iterations, "torch_threads": torch.get_num_threads(),
+        "clock": "wall" if dev.type == "cuda" else "process CPU time",
+        "ms_per_batch": 1000 * total / iterations,
+        "share": {k: round(v / total, 4) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+        "top_corruptions_ms_per_batch": {k: round(1000 * v / iterations, 3)
+                                         for k, v in sorted(fn_s.items(), key=lambda kv: -kv[1])[:top]},
+    }
 
 
 def profile_corruptions(size: int = 224, batch: int = 8, device: str = "cpu", repeats: int = 3) -> dict[str, float]:
@@ -107,7 +206,7 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = leave as is)")
-    ap.add_argument("--profile", action="store_true", help="also print ms/mask per corruption")
+    ap.add_argument("--profile", action="store_true", help="also print ms/mask per corruption and the sampler profile")
     args = ap.parse_args()
     threads = args.threads or None
     print(f"torch threads: {threads or torch.get_num_threads()}")
@@ -119,3 +218,9 @@ if __name__ == "__main__":
     if args.profile:
         for k, v in sorted(profile_corruptions(args.size, device=args.device).items(), key=lambda kv: -kv[1]):
             print(f"{k:18s} {v:7.2f} ms/mask")
+        prof = profile_sampler(args.size, device=args.device)
+        print(f"sampler batch {prof['batch']}: {prof['ms_per_batch']:.1f} ms/batch")
+        for k, v in prof["share"].items():
+            print(f"  {k:32s} {100 * v:5.1f} %")
+        for k, v in prof["top_corruptions_ms_per_batch"].items():
+            print(f"  {k:18s} {v:7.2f} ms/batch")

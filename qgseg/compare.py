@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .threads import per_job_threads
+
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
 PHASE1_FILE = "phase1.json"
@@ -286,6 +288,7 @@ class RunSpec:
     run_dir: Path
     command: list[str]
     resume: bool = False
+    threads: int = 1  # CPU threads of the child process (OMP_NUM_THREADS)
 
 
 @dataclass
@@ -366,14 +369,13 @@ def gpu_slots(jobs: int) -> list[str | None]:
     return [ids[k % len(ids)] for k in range(jobs)]
 
 
-def _env(gpu: str | None) -> dict[str, str]:
+def _env(gpu: str | None, threads: int = 1) -> dict[str, str]:
+    """Environment of one run: ``threads`` CPU threads (the CPUs // N share of N parallel jobs:
+    more would make the runs' OpenMP threads wait on each other), its GPU when there is one."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    if gpu is None:
-        # why: N runs share the CPU cores; several OpenMP threads per run then wait on each other
-        env["OMP_NUM_THREADS"] = "1"
-        env["MKL_NUM_THREADS"] = "1"
-    else:
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
 
@@ -390,7 +392,7 @@ def _execute(spec: RunSpec, slots: queue.Queue, stop: threading.Event, fresh_log
             log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}"
                       f"{' on GPU ' + gpu if gpu is not None else ''}\n$ {shlex.join(spec.command)}\n")
             log.flush()
-            proc = subprocess.run(spec.command, stdout=log, stderr=subprocess.STDOUT, env=_env(gpu), check=False)
+            proc = subprocess.run(spec.command, stdout=log, stderr=subprocess.STDOUT, env=_env(gpu, spec.threads), check=False)
         wall = time.time() - start
         result = _read_result(spec.run_dir) if proc.returncode == 0 else None
         if result is None:
@@ -501,8 +503,11 @@ def run_compare(config: str, methods: Sequence[str], seeds: Sequence[int], jobs:
     gpus = gpu_slots(max(1, jobs))
     for g in gpus:
         slots.put(g)
-    where = (f"on GPU(s) {', '.join(sorted(set(gpus)))}" if gpus[0] is not None
-             else "on the CPU, OMP_NUM_THREADS=1 each")
+    threads = per_job_threads(max(1, jobs))
+    for spec in specs:
+        spec.threads = threads
+    where = (f"on GPU(s) {', '.join(sorted(set(gpus)))}" if gpus[0] is not None else "on the CPU")
+    where += f", {threads} CPU thread(s) each"
     if specs:
         print(f"running {len(specs)} run(s), {max(1, jobs)} at a time {where}; logs in {runs_dir}/*/{LOG_FILE}")
     stop = threading.Event()

@@ -66,7 +66,11 @@ def _load_cfg(args: argparse.Namespace, source):
         overrides.append(f"output_dir={args.output_dir}")
     if args.name:
         overrides.append(f"name={args.name}")
-    return load_config(source, overrides)
+    cfg = load_config(source, overrides)
+    from ..threads import apply_threads
+
+    apply_threads(cfg.runtime.threads)
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +401,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..threads import set_env_defaults
+
+    set_env_defaults()  # before anything imports torch: OpenMP reads its wait policy once, when loaded
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     # why: `qgseg train X --debug` is as natural as `qgseg --debug train X`; accept it anywhere

@@ -131,7 +131,11 @@ class VariableQualitySampler:
                 groups.setdefault(nm, []).append(r)
         for nm in sorted(groups):  # sorted: deterministic order of generator draws
             idx = torch.tensor(groups[nm], device=out.device)
-            out[idx] = apply_corruption(nm, out[idx], gen, strength[idx])
+            # index_select and per-row copy_: same as out[idx] (=) but ~3x cheaper on CPU than
+            # advanced indexing (this runs ~50 times a batch; groups hold 1-3 rows)
+            res = apply_corruption(nm, out.index_select(0, idx), gen, strength[idx])
+            for j, r in enumerate(groups[nm]):
+                out[r].copy_(res[j])
 
     @staticmethod
     def _choice(gen: torch.Generator, n: int, k: int) -> list[int]:
@@ -224,7 +228,10 @@ class VariableQualitySampler:
                 for r, nm in zip(rows, picked):
                     names[r] = f"{names[r]}+{nm}"
 
-        out = torch.nan_to_num(out, nan=0.0).clamp_(0, 1)
+        # rows last written by apply_corruption are clean already; the others hold input values
+        # (truth, swapped truth, weak predictions): clean just those, in place (2 full passes saved)
+        for r in (i for i, c in enumerate(cats) if c in ("identity", "swap", "weak")):
+            out[r].nan_to_num_(nan=0.0).clamp_(0, 1)
         return SampleBatch(out, dice_per_class(out, truth), cats, names, torch.arange(b, device=dev))
 
     def sample_k(self, masks: Tensor, gen: torch.Generator, k: int, weak: Tensor | None = None,
