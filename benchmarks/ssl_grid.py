@@ -2,15 +2,22 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py ph2   --data-root ../shared/data [--jobs 2]
     OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py acdc3 --data-root ../shared/data [--jobs 2]
+    # the study of issue 14 (13 variants per setting; writes study_<setting>.json, read by study_report.py)
+    OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py colondb --study --data-root ../shared/data --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py ph2 --study --grid ssl_ph2_grid ...  # reuse finished runs
 
 Protocol (CPU, identical for every method of a dataset; the presets say it in full):
 * ph2: configs/ssl_ph2.yaml - paper split 140/20/40, derm-unlabeled (1,500) as the pool, 96x96,
   U-Net 16..128, 500 iterations of 8 labeled + 16 unlabeled, validation every 100.
-* acdc3: configs/ssl_acdc.yaml - 3 labeled patients (68 slices), 1,244 unlabeled slices, 20 val /
-  40 test volumes, 128x128, U-Net 16..256, 500 iterations of 8 + 16, per-class Dice and HD95 on volumes.
+* colondb: configs/ssl_colondb.yaml - CVC-ColonDB split by video sequence as listed in
+  configs/splits/cvc_colondb/ (225 train / 48 val / 107 test frames), 3 of the 9 training sequences
+  labeled (76 frames), the other 149 training frames unlabeled, 128x128, U-Net 16..256, 1500 iterations.
+* acdc3 / acdc7: configs/ssl_acdc.yaml - 3 (68 slices) or 7 labeled patients (`data.labeled=7`), the
+  other training slices unlabeled, 20 val / 40 test volumes, 128x128, U-Net 16..256, 500 iterations of
+  8 + 16, per-class Dice and HD95 on volumes.
 Checkpoints selected on validation only; 3 seeds; one quality predictor per dataset trained on
 that dataset's labeled cases only (phase 1 of the grid; the leak guard checks every run).
-Writes benchmarks/results/ssl_<name>.json/.md: `methods` (dice, dice_std, hd95, wall_s, seeds,
+Writes benchmarks/results/ssl_<name>.json/.md (with --study: study_<name>.json/.md): `methods` (dice, dice_std, hd95, wall_s, seeds,
 per class), `guided_vs_base` (paired difference, wins), and per variant what explains the
 outcome: g's error on the student's validation predictions during training, mean q of the
 pseudolabels, share of unlabeled samples kept, and g's QC accuracy on the test predictions.
@@ -28,10 +35,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, command_line, START_COMMIT  # noqa: E402
+from common import DEFAULT_DATA_ROOT, RESULTS, START_COMMIT, command_line
 
-SETTINGS = {"ph2": "ssl_ph2", "acdc3": "ssl_acdc"}
-METHODS = "sup,pl-c,pl-qw,mt,mt-qw,qar,fixmatch,fixmatch-qw"
+# setting -> (preset, overrides that define the setting on top of the preset)
+SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "ph2": ("ssl_ph2", []),
+    "colondb": ("ssl_colondb", []),
+    "acdc3": ("ssl_acdc", []),
+    "acdc7": ("ssl_acdc", ["data.labeled=7"]),
+}
+# The study's 13 variants per setting (issue 14): each method, its -QW variant, QAR, and QAR on top of
+# a -QW variant (MT-QW: pass another with --methods once the best -QW of a setting is known).
+METHODS = "sup,pl-c,pl-qw,mt,mt-qw,cps,cps-qw,fixmatch,fixmatch-qw,bcp,bcp-qw,qar,mt-qw+qar"
 
 
 def run_diagnostics(run_dir: Path) -> dict[str, float]:
@@ -63,18 +78,23 @@ def main() -> None:
     parser.add_argument("--predictor", help="reuse a phase-1 predictor (trained on the same labeled cases)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", help="a variant of the protocol: results go to ssl_<which>_<tag>.json")
+    parser.add_argument("--study", action="store_true",
+                        help="write study_<which>.json/.md (issue 14's result files) instead of ssl_<which>")
+    parser.add_argument("--grid", help="grid folder name under --output-dir (default <result name>_grid); naming an "
+                                       "existing grid of the same protocol reuses its finished runs")
     parser.add_argument("--note", default="", help="provenance or remarks stored with the result")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: tabulate the grid's finished runs (unfinished ones are listed as such)")
     args = parser.parse_args()
-    preset = SETTINGS[args.which]
-    stem = f"ssl_{args.which}" + (f"_{args.tag}" if args.tag else "")
-    name = f"{stem}_grid"
+    preset, setting_overrides = SETTINGS[args.which]
+    stem = ("study_" if args.study else "ssl_") + args.which + (f"_{args.tag}" if args.tag else "")
+    name = args.grid or f"{stem}_grid"
     cmd = [sys.executable, "-m", "qgseg.cli.main", "compare", preset, "--methods", args.methods, "--seeds", args.seeds,
            "--jobs", str(args.jobs), "--output-dir", args.output_dir, "--name", name, "--data-root", args.data_root]
     if args.predictor:
         cmd += ["--predictor", args.predictor]
-    for o in args.overrides:
+    overrides = setting_overrides + args.overrides
+    for o in overrides:
         cmd += ["--set", o]
     start = time.time()
     grid = Path(args.output_dir) / name
@@ -99,7 +119,7 @@ def main() -> None:
         code = None
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        code = subprocess.run(cmd, env=env).returncode
+        code = subprocess.run(cmd, env=env, check=False).returncode
     comparison = json.loads((grid / "comparison.json").read_text())
     methods = comparison["methods"]
     for variant, row in methods.items():
@@ -120,6 +140,7 @@ def main() -> None:
     done_guided = [v for v in guided if methods.get(v, {}).get("dice") is not None]
     best_guided = max(done_guided, key=lambda v: methods[v]["dice"]) if done_guided else None
     result = {
+        "setting": args.which, "preset": preset, "setting_overrides": setting_overrides,
         "methods": methods, "guided_vs_base": guided, "predictor": predictor, "predictor_eval": qeval,
         "best_unguided": best_unguided, "best_guided": best_guided,
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None
@@ -130,7 +151,7 @@ def main() -> None:
         "runs_wall_s_total": sum((r.get("wall_s") or 0) * len(r.get("seeds", [])) for r in methods.values()),
         "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "
                      f"qgseg compare --jobs {args.jobs} single-thread runs on the CPU; checkpoint selected on val; "
-                     f"test split scored once per run" + (f"; overrides {args.overrides}" if args.overrides else "")),
+                     f"test split scored once per run" + (f"; overrides {overrides}" if overrides else "")),
         "command": command_line(), "git_commit": START_COMMIT, "note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -138,8 +159,8 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2, default=float))
     unit = {"pixels": "px"}.get(comparison.get("unit") or "", comparison.get("unit") or "")
     lines = [f"# Guided SSL benchmark: {stem}", "",
-             "| variant | test Dice (mean ± std over seeds) | HD95 | wall s / run | seeds | vs own base (paired) | wins "
-             "| g MAE on student (val) | q of pseudolabels | kept | g QC MAE (test) |",
+             ("| variant | test Dice (mean ± std over seeds) | HD95 | wall s / run | seeds | vs own base (paired) | wins "
+             "| g MAE on student (val) | q of pseudolabels | kept | g QC MAE (test) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, r in methods.items():
         if r.get("dice") is None:  # nothing to average: say why instead of a number
@@ -147,13 +168,13 @@ def main() -> None:
             continue
         g = guided.get(v)
         d = r.get("diagnostics", {})
-        fmt = lambda k: f"{d[k]:.3f}" if k in d else ""  # noqa: E731
+        fmt = lambda k, d=d: f"{d[k]:.3f}" if k in d else ""
         lines.append(f"| {v} | {r['dice']:.4f} ± {r['dice_std']:.4f} | {r['hd95']:.2f} {unit} | {r['wall_s']:.0f} | "
                      f"{len(r['seeds'])} | " + (f"{g['diff']:+.4f} ± {(g['diff_std'] or 0):.4f} vs {g['base']} | "
                                                 f"{g['wins']}/{g['n']}" if g and g.get("diff") is not None else " | ")
                      + f" | {fmt('g_mae_val')} | {fmt('q_pseudo')} | {fmt('kept')} | {fmt('qc_test_mae')} |")
-    lines += ["", f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "
-                  f"{result['best_guided_beats_best_unguided']}.", ""]
+    lines += ["", (f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "
+                  f"{result['best_guided_beats_best_unguided']}."), ""]
     if not_done:
         lines += [f"Runs not finished within the session's CPU budget (not in the table): {', '.join(not_done)}.", ""]
     if (grid / "comparison.png").is_file():  # per-seed dots and mean +- std, next to the table
@@ -163,8 +184,8 @@ def main() -> None:
         lines += [f"![test Dice per seed]({stem}.png)", ""]
     if qeval:
         s = qeval["synthetic"]
-        lines += [f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
-                  f"Spearman {s['spearman']:.3f} (n={s['n']}).", ""]
+        lines += [(f"Quality predictor (phase 1, labeled cases only): synthetic test masks MAE {s['mae']:.3f}, "
+                  f"Spearman {s['spearman']:.3f} (n={s['n']})."), ""]
     lines += ([f"Note: {args.note}", ""] if args.note else []) + [f"Protocol: {result['protocol']}", "", f"Command: `{result['command']}`",
               f"Grid: `{result['compare_command']}` (resumable: finished runs are skipped)", f"Commit: `{START_COMMIT}`"]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -39,6 +39,8 @@ class DataConfig:
     classes: list[str] | None = None  # class names incl. background; inferred when None
     image_size: list[int] = field(default_factory=lambda: [96, 96])  # training size (H, W[, D])
     resize: bool = True  # True: resize whole images to image_size; False: random crops + sliding window
+    # with resize false: share of each labeled batch cropped around a foreground voxel (nnU-Net's 0.33)
+    fg_oversample: float = 0.33
     normalize: str = "auto"  # auto | unit (x/255) | zscore | none
     train_split: str = "train"
     val_split: str = "val"
@@ -48,6 +50,9 @@ class DataConfig:
     labeled: float | None = None  # int >= 1: number of labeled groups (first in order); fraction < 1: of groups
     split_sizes: dict[str, float] | None = None  # used when the data has no predefined splits
     split_seed: int = 0
+    # folder of <split>.txt id lists that replace the data's splits of that name (kept with the configs:
+    # relative paths are tried from the working directory, then from configs/)
+    splits_dir: str | None = None
     augment: bool = True
     max_cases: int | None = None  # cap per split, for smoke tests
     skip_bad: bool = False  # leave out cases that cannot be indexed (listed) instead of refusing the data
@@ -418,6 +423,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1")
     if cfg.train.val_every < 1:
         raise ConfigError("train.val_every must be >= 1")
+    if not 0.0 <= cfg.data.fg_oversample <= 1.0:
+        raise ConfigError(f"data.fg_oversample is a share of the batch in [0, 1], got {cfg.data.fg_oversample}")
     if len(cfg.data.image_size) not in (2, 3):
         raise ConfigError(f"data.image_size must have 2 or 3 entries, got {cfg.data.image_size}")
     for key, start in (("train", cfg.train.early_stop_start), ("quality", cfg.quality.early_stop_start)):

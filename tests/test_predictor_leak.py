@@ -127,3 +127,17 @@ def test_trained_checkpoint_records_its_training_cases(tmp_path):
     check_predictor_leak(meta, run, str(fit.best_path))
     with pytest.raises(DataError, match="unlabeled: 3 case"):  # a run in which its training cases are unlabeled
         check_predictor_leak(meta, RunData(run.dataset, [], run.val, run.test, run.labeled), str(fit.best_path))
+
+
+def test_frame_ids_that_look_like_sequence_names_are_no_leak(tmp_path):
+    """CVC-ColonDB names frames 1..380 and sequences 1..15: labeled frame '3' is not validation
+    sequence '3' (ids are compared with ids, groups with groups)."""
+    rows = [("1", "1", "train"), ("2", "1", "train"), ("3", "2", "train"), ("4", "2", "train"),
+            ("5", "3", "val"), ("6", "3", "val"), ("7", "4", "test"), ("8", "4", "test")]
+    run = prepare_run_data(DataConfig(dataset=str(make_group_csv(tmp_path, rows))))
+    assert run.val == ["5", "6"] and {group_of(run.dataset, i) for i in run.val} == {"3"}
+    check_predictor_leak(meta_for(run), run, "p.ckpt")  # labeled frame '3' vs val sequence '3'
+    meta = meta_for(run)
+    meta["labeled_groups"] = sorted(meta["labeled_groups"] + ["3"])  # trained on the val sequence itself
+    with pytest.raises(DataError, match=r"val: 0 case\(s\) .*1 group\(s\) among its training groups \['3'\]"):
+        check_predictor_leak(meta, run, "p.ckpt")

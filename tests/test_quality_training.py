@@ -258,3 +258,14 @@ def test_quality_augment_settings_reach_the_training_batches(tiny, monkeypatch):
     QualityTrainer(cfg, tiny["root"] / "aug", data=tiny["data"]).fit()
     assert seen and all(c == cfg.quality.augment for c in seen)
     assert cfg.quality.augment.blur_p == 1.0 and cfg.quality.augment.rotate_deg == 5.0
+
+
+def test_weak_snapshots_of_a_guided_config_are_plain_supervised():
+    """`qgseg run --variant mt-qw` trains its predictor first: the weak networks of that phase are
+    supervised and unguided (no predictor exists yet), whatever the run's method and guidance."""
+    from qgseg.quality.weak import weak_run_config
+
+    cfg = load_config("demo", ["ssl.method=mt", "guidance.qw=true", "guidance.qar=true"])
+    wcfg, _ = weak_run_config(cfg, n_labeled=8)
+    assert wcfg.ssl.method == "supervised" and not wcfg.guidance.qw and not wcfg.guidance.qar
+    assert cfg.ssl.method == "mt" and cfg.guidance.qw  # the run's own config is untouched

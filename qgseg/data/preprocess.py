@@ -5,7 +5,7 @@ model always sees its inputs prepared the same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -51,12 +51,21 @@ def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def resize_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Resize a (B, *spatial) integer label map with nearest neighbour."""
+    """Resize a (B, *spatial) integer label map with nearest neighbour -> int64.
+
+    Picks the voxels ``F.interpolate(mode="nearest")`` picks, by indexing: no full-size float copy
+    of a clinical volume is made before it shrinks.
+    """
     size = tuple(int(s) for s in size)
     if tuple(label.shape[1:]) == size:
         return label
-    out = F.interpolate(label[:, None].float(), size=size, mode="nearest")
-    return out[:, 0].long()
+    for axis, n in enumerate(size, start=1):
+        src = label.shape[axis]
+        if src != n:  # PyTorch's rule: floor(i * (in / out)) in float32, at most in - 1
+            scale = torch.tensor(src / n, dtype=torch.float32)
+            idx = (torch.arange(n, dtype=torch.float32) * scale).floor().long().clamp_max(src - 1)
+            label = label.index_select(axis, idx)
+    return label.long()
 
 
 def slice_axis(case: Case) -> int:
@@ -123,6 +132,10 @@ class TensorBank:
     images: list[torch.Tensor]
     labels: list[torch.Tensor] | None
     ids: list[str]
+    #: per sample, the normalisation it was prepared with (``auto`` resolved: ``unit``, ``zscore``, ``none``)
+    modes: list[str] = field(default_factory=list)
+    #: per sample, foreground coordinates per class (:meth:`_fg_coords`), filled on first use
+    _fg_cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -130,9 +143,10 @@ class TensorBank:
     @classmethod
     def from_cases(cls, cases: Sequence[Case], image_size: Sequence[int], normalize: str, resize: bool,
                    model_dims: int, with_labels: bool = True) -> "TensorBank":
-        images, labels, ids = [], [], []
+        images, labels, ids, modes = [], [], [], []
         for case in cases:
             x, y, _ = prepare_network_input(case, normalize, model_dims)
+            modes += [resolve_normalize(normalize, case)] * x.shape[0]
             xt = torch.from_numpy(x)
             yt = torch.from_numpy(y).long() if (with_labels and y is not None) else None
             if resize:
@@ -145,32 +159,77 @@ class TensorBank:
                     if yt is None:
                         raise ValueError(f"{case.case_id}: a labeled case has no label")
                     labels.append(yt[i])
-        return cls(images, labels if with_labels else None, ids)
+        return cls(images, labels if with_labels else None, ids, modes)
 
-    def batch(self, indices: torch.Tensor, image_size: Sequence[int], gen: torch.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stack samples ``indices``; random crops when samples are not already ``image_size``."""
+    def batch(self, indices: torch.Tensor, image_size: Sequence[int], gen: torch.Generator,
+              fg_oversample: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stack samples ``indices``; random crops when samples are not already ``image_size``.
+
+        ``fg_oversample``: share of the batch (its last samples, as nnU-Net does) whose crop is
+        centred on a foreground voxel of a random class present in the sample (:func:`foreground_crop`);
+        0 leaves every crop uniformly random (and draws nothing more from ``gen``).
+        """
         xs, ys = [], []
-        for i in indices.tolist():
+        n = len(indices)
+        forced_from = round(n * (1.0 - fg_oversample))
+        for pos, i in enumerate(indices.tolist()):
             x = self.images[i]
             y = self.labels[i] if self.labels is not None else None
             if tuple(x.shape[1:]) != tuple(image_size):
-                x, y = _random_crop(x, y, image_size, gen)
+                centre = None
+                if pos >= forced_from and y is not None:
+                    centre = foreground_centre(self._fg_coords(i), gen)
+                x, y = _random_crop(x, y, image_size, gen, centre)
             xs.append(x)
             if y is not None:
                 ys.append(y)
         return torch.stack(xs), (torch.stack(ys) if ys else None)
 
+    def _fg_coords(self, i: int) -> list[torch.Tensor]:
+        """Per foreground class present in sample ``i``, coordinates ``(n, dims)`` of its voxels
+        (at most :data:`FG_COORDS_PER_CLASS`, evenly strided), computed once: scanning a clinical
+        volume at every step would cost more than the step."""
+        cache = self._fg_cache
+        if i not in cache:
+            y = self.labels[i]
+            coords = []
+            for c in torch.unique(y).tolist():
+                if c > 0:
+                    where = torch.nonzero(y == c)
+                    coords.append(where[::max(1, len(where) // FG_COORDS_PER_CLASS)])
+            cache[i] = coords
+        return cache[i]
 
-def _random_crop(x: torch.Tensor, y: torch.Tensor | None, size: Sequence[int], gen: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    pads = []
+
+#: Voxel coordinates kept per class and sample for foreground oversampling (nnU-Net keeps 10,000).
+FG_COORDS_PER_CLASS = 10_000
+
+
+def foreground_centre(coords: Sequence[torch.Tensor], gen: torch.Generator) -> torch.Tensor | None:
+    """A random voxel of a random class among ``coords`` (per class ``(n, dims)``); ``None`` when
+    the sample has no foreground (its crop stays uniformly random)."""
+    if not coords:
+        return None
+    cls = coords[int(torch.randint(0, len(coords), (1,), generator=gen))]
+    return cls[int(torch.randint(0, len(cls), (1,), generator=gen))]
+
+
+def _random_crop(x: torch.Tensor, y: torch.Tensor | None, size: Sequence[int], gen: torch.Generator,
+                 centre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A crop of ``size`` of ``x`` (C, *S) and ``y`` (*S), zero-padded when smaller; uniformly random,
+    or containing voxel ``centre`` (in the unpadded frame) near the crop's middle."""
+    pads, before = [], []
     for dim, s in zip(reversed(x.shape[1:]), reversed(size)):
         extra = max(0, int(s) - int(dim))
         pads += [extra // 2, extra - extra // 2]
+        before.insert(0, extra // 2)
     if any(pads):
         x = F.pad(x, pads)
         y = F.pad(y, pads) if y is not None else None
-    starts = [int(torch.randint(0, int(d) - int(s) + 1, (1,), generator=gen)) for d, s in zip(x.shape[1:], size)]
+    if centre is None:
+        starts = [int(torch.randint(0, int(d) - int(s) + 1, (1,), generator=gen)) for d, s in zip(x.shape[1:], size)]
+    else:  # centred on the voxel, shifted to lie inside the (padded) image
+        starts = [min(max(int(c) + b - int(s) // 2, 0), int(d) - int(s))
+                  for c, b, d, s in zip(centre.tolist(), before, x.shape[1:], size)]
     sl = tuple(slice(a, a + int(s)) for a, s in zip(starts, size))
     return x[(slice(None),) + sl], (y[sl] if y is not None else None)

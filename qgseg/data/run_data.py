@@ -13,7 +13,7 @@ from ..config import ConfigError, DataConfig
 from .datasets import DataProblem, SegDataset
 from .detect import open_dataset
 from .io import DataError
-from .splits import first_groups, split_by_groups
+from .splits import first_groups, read_split_file, split_by_groups
 
 ROLES = ("train", "val", "test")
 DEFAULT_SPLIT_SIZES = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -184,6 +184,30 @@ def resolve_splits(ds: SegDataset, cfg: DataConfig) -> tuple[dict[str, list[str]
     return ids, sources, notes
 
 
+def apply_split_files(ds: SegDataset, splits_dir: str | Path) -> None:
+    """Replace ``ds``'s splits by the ``<split>.txt`` id lists in ``splits_dir`` (``data.splits_dir``).
+
+    Lets a protocol's split live in the repository beside its config rather than in the data
+    folder. A relative folder is looked up from the working directory, then from ``configs/``.
+    Ids not in the dataset become problems of ``ds`` (refused or listed by :func:`require_clean`).
+    """
+    from ..config import CONFIG_DIR
+
+    folder = Path(splits_dir)
+    if not folder.is_absolute() and not folder.is_dir():
+        folder = CONFIG_DIR / folder
+    files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if not files:
+        raise DataError("data.splits_dir: no such folder or no <split>.txt files in it", folder)
+    known = set(ds.ids)
+    for f in files:
+        ids = read_split_file(f)
+        missing = [i for i in ids if i not in known]
+        if missing:
+            ds.problems.append(DataProblem(str(f), f"{len(missing)} ids not in dataset '{ds.name}': {missing[:10]}"))
+        ds.splits[f.stem] = [i for i in ids if i in known]
+
+
 def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunData:
     """Open the dataset and decide which cases are labeled, unlabeled, validation and test.
 
@@ -194,6 +218,8 @@ def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunDat
     """
     source = resolve_dataset_path(cfg, output_dir)
     ds = open_dataset(source, classes=cfg.classes, mask_threshold=cfg.mask_threshold)
+    if cfg.splits_dir:
+        apply_split_files(ds, cfg.splits_dir)
     skipped = require_clean(ds, cfg.skip_bad, str(source))
     splits, sources, notes = resolve_splits(ds, cfg)
     train = splits["train"]

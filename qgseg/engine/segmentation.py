@@ -178,7 +178,7 @@ class SegmentationTrainer(BaseTrainer):
     # ---------------------------------------------------------------- steps
     def sample_batch(self, bank: TensorBank, batch_size: int, augment: bool) -> Batch:
         idx = torch.randint(0, len(bank), (batch_size,), generator=self.gen)
-        image, label = bank.batch(idx, self.cfg.data.image_size, self.gen)
+        image, label = bank.batch(idx, self.cfg.data.image_size, self.gen, self.cfg.data.fg_oversample)
         if augment:
             image, label = spatial_augment(image, label, self.gen, self.cfg.train.augment)
             image = intensity_augment(image, self.gen, self.cfg.train.augment)

@@ -127,7 +127,8 @@ class Segmenter:
         outs = [F.softmax(self.logits_batch(x[i:i + self.slice_batch]).float(), dim=1).cpu()
                 for i in range(0, x.shape[0], self.slice_batch)]
         self.model.train(was_training)
-        probs = torch.cat(outs)  # (N, K, *spatial)
+        # why not always cat: for one volume it would copy K float32 channels of a clinical volume
+        probs = outs[0] if len(outs) == 1 else torch.cat(outs)  # (N, K, *spatial)
         if sliced:  # (S, K, h, w) -> (K, *case.spatial_shape)
             return np.moveaxis(probs.numpy(), 0, 1 + slice_axis(case))
         return probs[0].numpy()

@@ -75,8 +75,9 @@ def check_predictor_leak(meta: dict[str, Any], run_data: RunData, source: str | 
     seen_groups = {str(g) for g in meta.get("labeled_groups") or []}
     problems = []
     for role, ds, ids in _roles(run_data):
-        hit_ids = sorted(i for i in ids if i in seen_ids or i in seen_groups)
-        hit_groups = sorted({group_of(ds, i) for i in ids} & (seen_groups | seen_ids))
+        # ids with ids and groups with groups: CVC-ColonDB's frame '9' is not its sequence '9'
+        hit_ids = sorted(i for i in ids if i in seen_ids)
+        hit_groups = sorted({group_of(ds, i) for i in ids} & seen_groups)
         if hit_ids or hit_groups:
             problems.append(f"{role}: {len(hit_ids)} case(s) among its training cases {hit_ids[:_SHOW]}, "
                             f"{len(hit_groups)} group(s) among its training groups {hit_groups[:_SHOW]}")

@@ -8,6 +8,7 @@ its inputs prepared the same way. Everything a checkpoint needs to be used is in
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -18,7 +19,12 @@ import torch.nn.functional as F
 
 from ..data.case import Case
 from ..data.io import DataError
-from ..data.preprocess import prepare_network_input, resize_image, slice_axis
+from ..data.preprocess import (
+    prepare_network_input,
+    resize_image,
+    resize_label,
+    slice_axis,
+)
 from ..evaluation.inference import match_channels
 from .predictor import QualityPredictor, labels_to_fg_onehot
 
@@ -88,6 +94,11 @@ def predict_views(model: torch.nn.Module, images: torch.Tensor, masks: torch.Ten
 
 
 # --------------------------------------------------------------------------- scorer
+#: Context around the mask that a patch-trained predictor scores, per side, as a fraction of the
+#: mask's extent (the mask-centred crop's default margin, :mod:`qgseg.quality.roi`).
+PATCH_CONTEXT = 0.5
+
+
 class QualityScorer:
     """A quality predictor plus its preprocessing; ``score(case, mask)`` -> predicted Dice ``(K,)``.
 
@@ -120,34 +131,85 @@ class QualityScorer:
         return self.classes[1:]
 
     # ---------------------------------------------------------------- preprocessing
-    def prepare_image(self, case: Case) -> torch.Tensor:
+    @property
+    def patches(self) -> bool:
+        """Whether the predictor learnt on patches at native resolution (``data.resize: false``)."""
+        return not bool(self.meta.get("resize", True))
+
+    def patch_box(self, case: Case, mask: np.ndarray | torch.Tensor) -> tuple[slice, ...] | None:
+        """The region of ``case`` a patch-trained predictor scores, ``None`` for the whole image.
+
+        Patch-trained predictors (:attr:`patches`) never saw a whole clinical volume: they score a
+        box around the mask's foreground plus :data:`PATCH_CONTEXT` of its extent on each side, at
+        least the patch size (native resolution when the structure fits in a patch, else shrunk
+        with the patch's aspect), shifted inside the image; an empty mask gets the central patch.
+        Only that box is resized, so memory stays bounded by the volume itself.
+        """
+        if not self.patches or case.spatial_dims != self.spatial_dims:
+            return None
+        m = torch.as_tensor(np.asarray(mask))
+        fg = m > 0 if tuple(m.shape) == tuple(case.spatial_shape) else (m > 0.5).any(0)
+        shape = case.spatial_shape
+        lo, hi = [], []
+        for axis in range(fg.ndim):
+            hits = torch.nonzero(fg.any(dim=[a for a in range(fg.ndim) if a != axis]))
+            lo.append(int(hits[0]) if len(hits) else shape[axis] // 2)
+            hi.append(int(hits[-1]) + 1 if len(hits) else shape[axis] // 2)
+        factor = max(1.0, *((h - a) * (1 + 2 * PATCH_CONTEXT) / s for a, h, s in zip(lo, hi, self.image_size)))
+        box = []
+        for a, h, s, n in zip(lo, hi, self.image_size, shape):
+            side = min(n, round(s * factor))
+            start = min(max(round((a + h - side) / 2), 0), n - side)
+            box.append(slice(start, start + side))
+        return tuple(box)
+
+    def default_box(self, case: Case) -> tuple[slice, ...] | None:
+        """:meth:`patch_box` of the case's own label (``None`` without one): what a patch-trained predictor
+        sees when no box is given, so evaluation on labeled cases (masks derived from the truth) sees
+        the structure at the scale it learnt, not the whole volume shrunk."""
+        return None if case.label is None else self.patch_box(case, case.label)
+
+    def prepare_image(self, case: Case, box: tuple[slice, ...] | None = None) -> torch.Tensor:
         """Normalised image at the predictor size, ``(N, C, *size)``; N = slices for 3D cases + 2D model.
+        With ``box`` (:meth:`patch_box`) only that region, normalised on its own as the predictor's
+        training patches (:func:`~qgseg.quality.training.draw_patches`); without, a patch-trained
+        predictor gets the box around the case's own label when it has one (:meth:`default_box`).
         A channel count other than the predictor's raises a DataError naming the file (grey images
         for an RGB predictor are converted, with a warning; :func:`match_channels`)."""
         channels = self.meta.get("image_channels")
         if channels is not None:
             case = match_channels(case, int(channels), "the quality predictor")
+        box = self.default_box(case) if box is None else box
+        if box is not None:
+            case = dataclasses.replace(case, image=case.image[(slice(None), *box)], label=None)
         x, _, _ = prepare_network_input(case, self.normalize, self.spatial_dims)
         return resize_image(torch.from_numpy(x), self.image_size)
 
-    def prepare_mask(self, mask: np.ndarray | torch.Tensor, case: Case) -> torch.Tensor:
-        """A mask for ``case`` -> ``(N, K, *size)``.
+    def prepare_mask(self, mask: np.ndarray | torch.Tensor, case: Case,
+                     box: tuple[slice, ...] | None = None) -> torch.Tensor:
+        """A mask for ``case`` -> ``(N, K, *size)``; ``box`` (or its default) as in :meth:`prepare_image`.
 
         Accepts an integer label map of the case's spatial shape, or foreground channels
-        ``(K, *spatial)`` (hard or soft) of that shape.
+        ``(K, *spatial)`` (hard or soft) of that shape. A label map shrinks before it becomes
+        one-hot channels (nearest neighbour commutes with one-hot), so a clinical volume never
+        becomes K full-size float channels.
         """
         m = torch.as_tensor(np.asarray(mask))
+        box = self.default_box(case) if box is None else box
+        region = () if box is None else box
+        sliced = case.spatial_dims != self.spatial_dims  # 3D case, 2D predictor: the same slices as as_slices
         if tuple(m.shape) == tuple(case.spatial_shape):
-            fg = label_to_fg(m, len(self.classes))
-        elif m.ndim == case.spatial_dims + 1 and m.shape[0] == self.num_fg and tuple(m.shape[1:]) == case.spatial_shape:
-            fg = m.float()
+            if m.numel() and (int(m.max()) >= len(self.classes) or int(m.min()) < 0):
+                raise ValueError(f"label values {int(m.min())}..{int(m.max())} outside 0..{len(self.classes) - 1}")
+            lab = m[region]
+            lab = lab.movedim(slice_axis(case), 0) if sliced else lab[None]
+            return labels_to_fg_onehot(resize_label(lab, self.image_size), len(self.classes)).float()
+        if m.ndim == case.spatial_dims + 1 and m.shape[0] == self.num_fg and tuple(m.shape[1:]) == case.spatial_shape:
+            fg = m[(slice(None), *region)].float()
         else:
             raise ValueError(f"{case.case_id}: mask shape {tuple(m.shape)} matches neither the image "
                              f"{case.spatial_shape} nor ({self.num_fg}, *spatial)")
-        if case.spatial_dims == self.spatial_dims:
-            fg = fg[None]
-        else:  # 3D case, 2D predictor: the same slices as as_slices
-            fg = fg.movedim(1 + slice_axis(case), 0)
+        fg = fg.movedim(1 + slice_axis(case), 0) if sliced else fg[None]
         return resize_masks(fg, self.image_size)
 
     # ---------------------------------------------------------------- prediction
@@ -210,15 +272,22 @@ class QualityScorer:
         Where it differs from ``mask`` is where the predictor believes the mask is wrong: the
         picture behind a low score. Needs a predictor with a truth-map decoder.
         """
-        prob = self.truth_probabilities(self.prepare_image(case), self.prepare_mask(mask, case))  # (N, K, *size)
+        box = self.patch_box(case, mask)
+        prob = self.truth_probabilities(self.prepare_image(case, box), self.prepare_mask(mask, case, box))
         slice_dims = case.spatial_dims != self.spatial_dims
         in_plane = case.spatial_shape if not slice_dims else tuple(
             n for a, n in enumerate(case.spatial_shape) if a != slice_axis(case))
+        if box is not None:
+            in_plane = tuple(b.stop - b.start for b in box)
         prob = resize_image(prob, list(in_plane))
         best, idx = prob.max(dim=1)  # (N, *in_plane)
         label = torch.where(best > 0.5, idx + 1, torch.zeros_like(idx))
-        label = label[0] if not slice_dims else label.movedim(0, slice_axis(case))
-        return label.numpy().astype(np.uint8)
+        label = (label[0] if not slice_dims else label.movedim(0, slice_axis(case))).numpy().astype(np.uint8)
+        if box is None:
+            return label
+        full = np.zeros(case.spatial_shape, dtype=np.uint8)  # outside the scored box: no estimate, background
+        full[box] = label
+        return full
 
     def score(self, case: Case, mask: np.ndarray | torch.Tensor, return_uncertainty: bool = False):
         """Predicted Dice per foreground class, ``(K,)``; with ``return_uncertainty`` also the
@@ -228,8 +297,9 @@ class QualityScorer:
         by each slice's mask area (plus a small floor so empty slices still count a little):
         an approximation of the volume Dice, which large slices dominate.
         """
-        images = self.prepare_image(case)
-        masks = self.prepare_mask(mask, case)
+        box = self.patch_box(case, mask)
+        images = self.prepare_image(case, box)
+        masks = self.prepare_mask(mask, case, box)
         out = self.predict(images, masks, return_uncertainty=return_uncertainty)
         parts = out if return_uncertainty else (out,)
         if images.shape[0] == 1:

@@ -48,7 +48,7 @@ from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import UNCERTAINTY_REFERENCE_KEY, hard_fg, predict_views
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
 
-__all__ = ["QualityTrainer", "build_sampler", "prepare_tensors", "predictor_size", "quality_run_config",
+__all__ = ["QualityTrainer", "build_sampler", "draw_patches", "prepare_tensors", "predictor_size", "quality_run_config",
            "train_quality_predictor"]
 
 
@@ -80,6 +80,24 @@ def prepare_tensors(cases: Sequence[Case], size: Sequence[int], normalize: str, 
     images = torch.stack(bank.images)
     truth = labels_to_fg_onehot(torch.stack(bank.labels), num_classes)
     return images, truth.float(), bank.ids
+
+
+def draw_patches(bank: TensorBank, idx: torch.Tensor, size: Sequence[int], gen: torch.Generator,
+                 fg_oversample: float, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches of ``size`` of samples ``idx``: images ``(B, C, *size)``, truth foreground one-hot
+    ``(B, K, *size)``; a ``fg_oversample`` share centred on foreground (:meth:`TensorBank.batch`).
+
+    Z-scored samples are z-scored again over each patch: the critic normalises the segmenter's
+    patches on their own (:meth:`~qgseg.guidance.critic.QualityCritic.prepare_image`) and the scorer
+    normalises the box it scores, so g learns on the intensities it will be given.
+    """
+    images, labels = bank.batch(idx, size, gen, fg_oversample)
+    z = [k for k, i in enumerate(idx.tolist()) if bank.modes[i] == "zscore"]
+    if z:
+        dims = tuple(range(2, images.ndim))
+        sel = images[z]
+        images[z] = (sel - sel.mean(dims, keepdim=True)) / sel.std(dims, keepdim=True, unbiased=False).clamp_min(1e-6)
+    return images, labels_to_fg_onehot(labels, num_classes).float()
 
 
 def quality_run_config(cfg: RunConfig) -> RunConfig:
@@ -148,15 +166,30 @@ class QualityTrainer(BaseTrainer):
             raise ValueError("the quality predictor needs validation cases (data.val_split is empty)")
         self.image_channels = harmonise_run_cases(train_cases, val_cases, self.fabric.print)
         nc = len(self.classes)
-        self.images, self.truth, self.train_ids = prepare_tensors(train_cases, self.size, cfg.data.normalize,
-                                                                  self.spatial_dims, nc)
-        if self.weak_train is not None and self.weak_train.shape[0] != self.images.shape[0]:
+        # why patches with data.resize false: the critic scores the segmenter's training patches, so g learns on
+        # (image patch, mask patch) pairs of that size and resolution (and clinical volumes never become one tensor)
+        self.bank: TensorBank | None = None
+        if cfg.data.resize:
+            self.images, self.truth, self.train_ids = prepare_tensors(train_cases, self.size, cfg.data.normalize,
+                                                                      self.spatial_dims, nc)
+        else:
+            if self.weak_train is not None:
+                raise ValueError("weak predictions are whole-image maps: set quality.weak_probability: 0 when the "
+                                 "predictor trains on patches (data.resize: false)")
+            self.bank = TensorBank.from_cases(train_cases, self.size, cfg.data.normalize, False, self.spatial_dims)
+            self.train_ids = self.bank.ids
+        if self.weak_train is not None and self.weak_train.shape[0] != len(self.train_ids):
             raise ValueError(f"weak predictions for {self.weak_train.shape[0]} samples, "
-                             f"training has {self.images.shape[0]}")
+                             f"training has {len(self.train_ids)}")
         self.sampler = build_sampler(q, self.spatial_dims, nc - 1, self.weak_train is not None)
 
         # Fixed validation set: seeded corrupted masks + weak snapshots' hard predictions.
-        v_images, v_truth, _ = prepare_tensors(val_cases, self.size, cfg.data.normalize, self.spatial_dims, nc)
+        if self.bank is None:
+            v_images, v_truth, _ = prepare_tensors(val_cases, self.size, cfg.data.normalize, self.spatial_dims, nc)
+        else:  # one fixed patch per validation sample, around its foreground (seeded): comparable across runs
+            v_bank = TensorBank.from_cases(val_cases, self.size, cfg.data.normalize, False, self.spatial_dims)
+            v_images, v_truth = draw_patches(v_bank, torch.arange(len(v_bank)), self.size,
+                                             torch.Generator().manual_seed(q.eval_seed), 1.0, nc)
         fixed_sampler = build_sampler(q, self.spatial_dims, nc - 1, False)
         fixed = fixed_sampler.fixed_masks(v_truth, q.eval_seed, q.eval_masks_per_image)
         idx, masks, dice = [fixed.index], [fixed.masks], [fixed.dice]
@@ -176,7 +209,7 @@ class QualityTrainer(BaseTrainer):
         self.val_dice = torch.cat(dice)
 
         # Epoch = every training image seen masks_per_image times.
-        n = self.images.shape[0]
+        n = len(self.train_ids)
         self.epoch_len = max(1, math.ceil(n * q.masks_per_image / q.batch_size))
         self.iterations = cfg.train.iterations = q.epochs * self.epoch_len
         self.val_every = cfg.train.val_every = max(1, q.val_every_epochs * self.epoch_len)
@@ -208,8 +241,8 @@ class QualityTrainer(BaseTrainer):
         ids = sorted({c.case_id for c in self._train_cases} if self._train_cases else set(self.data.labeled))
         return {"task": "quality", "predictor": model.config(), "classes": self.classes,
                 "image_channels": self.image_channels, "image_size": list(self.size),
-                "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims, "resize": True,
-                "train_samples": int(self.images.shape[0]), "dataset": ds.name,
+                "normalize": self.cfg.data.normalize, "spatial_dims": self.spatial_dims,
+                "resize": self.bank is None, "train_samples": len(self.train_ids), "dataset": ds.name,
                 "dataset_root": str(Path(ds.root).resolve()), "labeled_ids": ids,
                 "labeled_groups": sorted({group_of(ds, i) for i in ids}), "splits": splits_record(self.data)}
 
@@ -219,8 +252,12 @@ class QualityTrainer(BaseTrainer):
         # Fraction of the PREVIOUS full step (incl. backward/optimiser) spent generating masks.
         frac = (self._prev_gen_s / (start - self._prev_step_start)) if self._prev_step_start else float("nan")
         q = self.cfg.quality
-        idx = torch.randint(0, self.images.shape[0], (q.batch_size,), generator=self.gen)
-        images, truth = self.images[idx], self.truth[idx]
+        idx = torch.randint(0, len(self.train_ids), (q.batch_size,), generator=self.gen)
+        if self.bank is None:
+            images, truth = self.images[idx], self.truth[idx]
+        else:
+            images, truth = draw_patches(self.bank, idx, self.size, self.gen, self.cfg.data.fg_oversample,
+                                         len(self.classes))
         weak = as_unit(self.weak_train[idx]) if self.weak_train is not None else None
         # why: the same flips/rotation/scaling for image, truth and weak maps, so the predictor
         # sees more varied (image, mask) pairs than the few labeled images give.
@@ -399,7 +436,10 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
     t0 = time.time()
     weak_train = weak_val = None
     snaps: list[Path] = []
-    if q.weak_probability > 0 and q.weak_epochs:
+    if q.weak_probability > 0 and q.weak_epochs and not cfg.data.resize:
+        print("note: no weak snapshots: their cached predictions are whole-image maps and the predictor trains on "
+              "patches (data.resize: false); their share of the masks goes to the synthetic corruptions")
+    elif q.weak_probability > 0 and q.weak_epochs:
         if q.weak_folds > 1:
             weak_train, snaps = cross_fitted_weak(cfg, data, train_cases, run_dir / "weak", size, sd, q.weak_folds,
                                                   device)

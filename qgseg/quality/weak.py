@@ -82,6 +82,10 @@ def weak_run_config(cfg: RunConfig, n_labeled: int, seed: int | None = None, mod
     wcfg.train.checkpoint_every = wcfg.train.iterations
     wcfg.train.early_stop_patience = None
     wcfg.train.ema = None
+    # why: the weak networks are plain supervised snapshots, whatever guided run the config describes
+    # (`qgseg run --variant mt-qw` trains its predictor first, before any predictor exists)
+    wcfg.ssl.method = "supervised"
+    wcfg.guidance.qw = wcfg.guidance.qar = False
     if seed is not None:
         wcfg.train.seed = seed
     wcfg.name = f"{cfg.name}-weak"
