@@ -35,9 +35,11 @@ def value(result: dict, key: str) -> float | None:
     ``training_wall_s``, a fresh one's is ``wall_s``."""
     if key == "training_wall_s":
         return result.get("training_wall_s", result.get("wall_s"))
-    for part in key.split("."):
-        result = result.get(part) if isinstance(result, dict) else None
-    return result  # type: ignore[return-value]
+    if key in result:
+        return result[key]
+    section, _, sub = key.partition(".")  # keys themselves may hold dots ("auroc_0.7")
+    inner = result.get(section)
+    return inner.get(sub) if isinstance(inner, dict) else None
 
 
 def _ms(values: list[float | None]) -> str:
