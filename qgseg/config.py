@@ -41,6 +41,10 @@ class DataConfig:
     resize: bool = True  # True: resize whole images to image_size; False: random crops + sliding window
     # with resize false: share of each labeled batch cropped around a foreground voxel (nnU-Net's 0.33)
     fg_oversample: float = 0.33
+    # labeled cases read like the unlabeled pool (DataLoader workers, bounded cache) instead of all held as
+    # float32: false | true | auto (lazy when their estimated float32 size exceeds labeled_cache_mb)
+    lazy_labeled: bool | str = False
+    labeled_cache_mb: int = 2048  # bound of the lazy labeled cache (split over ssl.pool_workers), auto's threshold
     normalize: str = "auto"  # auto | unit (x/255) | zscore | none
     train_split: str = "train"
     val_split: str = "val"
@@ -423,6 +427,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1")
     if cfg.train.val_every < 1:
         raise ConfigError("train.val_every must be >= 1")
+    if isinstance(cfg.data.lazy_labeled, str) and cfg.data.lazy_labeled != "auto":
+        raise ConfigError(f"data.lazy_labeled must be true, false or auto, got '{cfg.data.lazy_labeled}'")
     if not 0.0 <= cfg.data.fg_oversample <= 1.0:
         raise ConfigError(f"data.fg_oversample is a share of the batch in [0, 1], got {cfg.data.fg_oversample}")
     if len(cfg.data.image_size) not in (2, 3):
@@ -455,6 +461,7 @@ _POSITIVE = ("train.iterations", "train.batch_size", "train.val_every", "train.c
              "quality.masks_per_image", "quality.val_every_epochs", "quality.early_stop_patience",
              "quality.eval_masks_per_image", "quality.weak_folds", "quality.weak_iterations_per_epoch",
              "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "runtime.threads", "ssl.pool_cache_mb",
+             "data.labeled_cache_mb",
              "quality.pretrain.batch_size", "ssl.pool_prefetch")
 #: ... and those that must be >= 0 (a learning rate of 0 freezes the weights: allowed, e.g. to test selection).
 _NON_NEGATIVE = ("train.lr", "quality.lr", "train.weight_decay", "train.warmup", "quality.weight_decay",

@@ -23,13 +23,19 @@ caches the whole dataset in RAM up front (a 30,000-image pool would not fit, nor
 and ``PersistentDataset`` writes a disk copy of every prepared sample (30,000 files) without
 bounding RAM; a bounded LRU per worker keeps RSS flat with no disk cache. ``pool_workers: 0``
 keeps the in-process path, whose draws come from the trainer's generator as before.
+
+Labeled cases (``data.lazy_labeled``) go through the same machinery (:class:`StepLoader`):
+:class:`LabeledPool` prepares a case as :class:`~qgseg.data.preprocess.TensorBank` does and caches
+image (float16) and label (uint8); :class:`LabeledLoader` draws its batches in a stream of its own,
+step-seeded even with 0 workers. The trainer augments them afterwards, as it does the bank's.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,9 +43,11 @@ import torch
 from .case import Case
 from .io import DataError
 from .preprocess import (
+    TensorBank,
     _random_crop,
     prepare_network_input,
     resize_image,
+    resize_label,
     resolve_normalize,
     slice_axis,
 )
@@ -47,7 +55,8 @@ from .preprocess import (
 if TYPE_CHECKING:
     from ..config import AugmentConfig
 
-__all__ = ["ImagePool", "PoolLoader", "UnlabeledViews", "draw_unlabeled", "pool_workers", "raw_affine"]
+__all__ = ["ImagePool", "LabeledLoader", "LabeledPool", "PoolLoader", "StepLoader", "UnlabeledViews", "draw_labeled",
+           "draw_unlabeled", "labeled_bytes", "pool_workers", "raw_affine"]
 
 
 def raw_affine(raw: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,17 +84,20 @@ class ImagePool:
             file), other mismatches raise DataError naming the file.
     """
 
+    #: how messages name the pool
+    name = "unlabeled pool"
+
     def __init__(self, sources: Sequence[tuple[object, str]], image_size: Sequence[int], normalize: str,
                  resize: bool, model_dims: int, cache_mb: float = 2048, channels: int | None = None) -> None:
         if not sources:
-            raise ValueError("the unlabeled pool is empty")
+            raise ValueError(f"the {self.name} is empty")
         self.sources = list(sources)
         self.image_size = [int(s) for s in image_size]
         self.normalize = normalize
         self.resize = resize
         self.model_dims = model_dims
         self.cache_bytes = int(cache_mb * 2 ** 20)
-        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
         self._cached_bytes = 0
         self.reads = 0  # samples read from disk (cache misses)
         self.channels = channels
@@ -98,7 +110,8 @@ class ImagePool:
     def cached(self) -> int:
         return len(self._cache)
 
-    def _prepare(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    def _load(self, i: int) -> Case:
+        """Case ``i`` from disk, grey repeated to RGB when the network takes RGB."""
         ds, case_id = self.sources[i]
         case: Case = ds.load(case_id)
         if self.channels is not None and case.channels != self.channels:
@@ -106,8 +119,17 @@ class ImagePool:
 
             new = set(harmonise_channels([case], self.channels)[1]) - self.converted
             if new:
-                print(f"unlabeled pool: {channel_warning(sorted(new), self.channels)}")
+                print(f"{self.name}: {channel_warning(sorted(new), self.channels)}")
                 self.converted |= new
+        return case
+
+    @staticmethod
+    def _nbytes(item: tuple[Any, ...]) -> int:
+        """Bytes a cached item counts for: its image."""
+        return item[0].numel() * item[0].element_size()
+
+    def _prepare(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        case = self._load(i)
         mode = resolve_normalize(self.normalize, case)
         x, _, sliced = prepare_network_input(case, self.normalize, self.model_dims)
         xt = torch.as_tensor(np.ascontiguousarray(x)).float()
@@ -123,13 +145,13 @@ class ImagePool:
         eight_bit = str(case.meta.get("dtype", "")) in ("uint8", "bool")
         return xt.half(), scale, shift, eight_bit
 
-    def _get(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    def _get(self, i: int) -> tuple[Any, ...]:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
         item = self._prepare(i)
         self.reads += 1
-        size = item[0].numel() * item[0].element_size()
+        size = self._nbytes(item)
         if size <= self.cache_bytes:
             self._cache[i] = item
             self._cached_bytes += size
@@ -141,7 +163,7 @@ class ImagePool:
         self.cache_bytes = int(cache_bytes)
         while self._cached_bytes > self.cache_bytes:
             _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= old[0].numel() * old[0].element_size()
+            self._cached_bytes -= self._nbytes(old)
 
     def batch(self, indices: torch.Tensor, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
@@ -195,10 +217,14 @@ def draw_unlabeled(pool: ImagePool, batch_size: int, gen: torch.Generator, views
     return weak, strong, scale, shift, eight_bit
 
 
-def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    """The generator of unlabeled batch ``step`` of ``rank``: a pure function of its arguments, so a
+#: generator streams of :func:`step_generator`: labeled and unlabeled batches of a step draw independently
+UNLABELED_STREAM, LABELED_STREAM = 0x9E37, 0x1AB1
+
+
+def step_generator(seed: int, rank: int, step: int, stream: int = UNLABELED_STREAM) -> torch.Generator:
+    """The generator of batch ``step`` of ``rank`` in ``stream``: a pure function of its arguments, so a
     resumed run redraws exactly the batches the killed one would have drawn."""
-    state = np.random.SeedSequence([seed % 2 ** 64, rank, step, 0x9E37]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([seed % 2 ** 64, rank, step, stream]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) >> 1)
 
 
@@ -211,14 +237,15 @@ def pool_workers(setting: int | None, device: torch.device) -> int:
 
 
 class _StepBatches(torch.utils.data.Dataset):
-    """Map-style dataset over step numbers: item ``k`` is unlabeled batch ``k``."""
+    """Map-style dataset over step numbers: item ``k`` is ``draw`` with batch ``k``'s generator."""
 
-    def __init__(self, pool: ImagePool, batch_size: int, seed: int, rank: int, views: UnlabeledViews) -> None:
-        self.pool, self.batch_size, self.seed, self.rank, self.views = pool, batch_size, seed, rank, views
+    def __init__(self, pool: ImagePool, draw: Callable[[torch.Generator], Any], seed: int, rank: int,
+                 stream: int) -> None:
+        self.pool, self.draw, self.seed, self.rank, self.stream = pool, draw, seed, rank, stream
 
-    def __getitem__(self, step: int) -> UnlabeledDraw | DataError:
+    def __getitem__(self, step: int) -> Any:
         try:
-            return draw_unlabeled(self.pool, self.batch_size, step_generator(self.seed, self.rank, step), self.views)
+            return self.draw(step_generator(self.seed, self.rank, step, self.stream))
         except DataError as err:  # why returned: re-raised in the main process as itself, naming the file
             return err
 
@@ -242,34 +269,127 @@ def _split_cache(worker_id: int) -> None:
     pool.bound_cache(pool.cache_bytes // info.num_workers)  # why: together the workers stay within the bound
 
 
-class PoolLoader:
-    """Unlabeled batches read ahead by ``workers`` DataLoader processes (see the module docstring).
+class StepLoader:
+    """Batches ``draw(step_generator(seed, rank, step, stream))`` for ``step = start, start + 1, ...``,
+    read ahead by ``workers`` DataLoader processes (see the module docstring).
 
     Args:
-        pool: the run's pool (each worker reads through its own copy, its cache bounded to
+        pool: the pool ``draw`` reads (each worker reads through its own copy, its cache bounded to
             ``cache_mb / workers``).
-        batch_size: samples per batch.
+        draw: one batch from a generator; picklable (a module-level function or a ``partial`` of one).
         seed, rank: with the step number, seed each batch's generator (ranks draw different samples).
         start: the first step to draw (the iterations already done when resuming).
-        views: the weak/strong views, applied in the workers.
         workers: DataLoader processes; 0 reads in this process (same batches).
         prefetch: batches each worker reads ahead.
         pin_memory: page-locked batches for fast copies to a GPU.
+        stream: the generator stream (labeled and unlabeled loaders of one run use different ones).
     """
 
-    def __init__(self, pool: ImagePool, batch_size: int, seed: int, rank: int, start: int, views: UnlabeledViews,
-                 workers: int, prefetch: int = 2, pin_memory: bool = False) -> None:
-        self.batch_size = batch_size
+    def __init__(self, pool: ImagePool, draw: Callable[[torch.Generator], Any], seed: int, rank: int, start: int,
+                 workers: int, prefetch: int = 2, pin_memory: bool = False, stream: int = UNLABELED_STREAM) -> None:
         self.workers = workers
         loader = torch.utils.data.DataLoader(
-            _StepBatches(pool, batch_size, seed, rank, views), batch_size=None, sampler=_Steps(start),
+            _StepBatches(pool, draw, seed, rank, stream), batch_size=None, sampler=_Steps(start),
             num_workers=workers, prefetch_factor=prefetch if workers else None, pin_memory=pin_memory,
             worker_init_fn=_split_cache if workers else None, persistent_workers=workers > 0)
         self._it = iter(loader)
 
-    def next(self) -> UnlabeledDraw:
-        """The next batch ``(weak, strong or None, scale, shift, eight_bit)``."""
+    def next(self) -> Any:
+        """The next batch."""
         item = next(self._it)
         if isinstance(item, DataError):
             raise item
         return item
+
+
+class PoolLoader(StepLoader):
+    """Unlabeled batches ``(weak, strong or None, scale, shift, eight_bit)`` of ``batch_size`` samples,
+    the ``views`` applied in the workers; other arguments as :class:`StepLoader`'s."""
+
+    def __init__(self, pool: ImagePool, batch_size: int, seed: int, rank: int, start: int, views: UnlabeledViews,
+                 workers: int, prefetch: int = 2, pin_memory: bool = False) -> None:
+        super().__init__(pool, partial(draw_unlabeled, pool, batch_size, views=views), seed, rank, start, workers,
+                         prefetch, pin_memory)
+        self.batch_size = batch_size
+
+
+# ----------------------------------------------------------------------------- labeled cases
+
+def labeled_bytes(first: Case, n_cases: int, image_size: Sequence[int], normalize: str, resize: bool,
+                  model_dims: int) -> int:
+    """Estimated bytes of ``n_cases`` cases like ``first`` held by a :class:`TensorBank` (float32 images,
+    int64 labels), to choose the lazy path (``data.lazy_labeled: auto``) without reading every case."""
+    x, _, _ = prepare_network_input(first, normalize, model_dims)
+    spatial = [int(s) for s in image_size] if resize else list(x.shape[2:])
+    voxels = x.shape[0] * int(np.prod(spatial))
+    return n_cases * voxels * (4 * x.shape[1] + 8)
+
+
+class LabeledPool(ImagePool):
+    """Labeled cases ``(dataset, case_id)``, prepared on demand (like :class:`TensorBank`'s samples) and kept
+    in the bounded LRU cache: image float16, label uint8, and the foreground coordinates used for
+    ``fg_oversample`` once computed (at most 10,000 per class, not counted against ``cache_mb``).
+
+    Batches draw a case uniformly, then one random slice when a volume meets a 2D network (a
+    :class:`TensorBank` draws uniformly over slices), then crop exactly as :meth:`TensorBank.batch`.
+    Other arguments as :class:`ImagePool`'s.
+    """
+
+    name = "labeled set"
+
+    def __init__(self, sources: Sequence[tuple[object, str]], image_size: Sequence[int], normalize: str,
+                 resize: bool, model_dims: int, cache_mb: float = 2048, channels: int | None = None,
+                 fg_oversample: float = 0.0) -> None:
+        super().__init__(sources, image_size, normalize, resize, model_dims, cache_mb, channels)
+        self.fg_oversample = fg_oversample
+
+    @staticmethod
+    def _nbytes(item: tuple[Any, ...]) -> int:
+        return sum(t.numel() * t.element_size() for t in item[:2])
+
+    def _prepare(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[int, list[torch.Tensor]]]:
+        case = self._load(i)
+        x, y, _ = prepare_network_input(case, self.normalize, self.model_dims)
+        if y is None:
+            raise DataError("a labeled case has no label", case.source)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        if self.resize:
+            xt, yt = resize_image(xt, self.image_size), resize_label(yt, self.image_size)
+        # why uint8: an eighth of int64 in the cache; more than 255 classes keep int64
+        return xt.half(), yt.to(torch.uint8 if int(yt.max()) < 256 else torch.int64), {}
+
+    def batch(self, indices: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, C, *size) float32, labels (B, *size) uint8)`` for cases ``indices``."""
+        items, picks = [], []
+        for i in indices.tolist():
+            x, y, coords = self._get(int(i))
+            j = int(torch.randint(0, x.shape[0], (1,), generator=gen)) if x.shape[0] > 1 else 0
+            items.append((x[j].float(), y[j]))
+            picks.append((coords, j))
+        known = {pos: coords[j] for pos, (coords, j) in enumerate(picks) if j in coords}
+        bank = TensorBank([x for x, _ in items], [y for _, y in items], [""] * len(items), _fg_cache=known)
+        image, label = bank.batch(torch.arange(len(items)), self.image_size, gen, self.fg_oversample)
+        for pos, found in bank._fg_cache.items():  # why: scanning a volume for foreground once, not per draw
+            coords, j = picks[pos]
+            coords[j] = found
+        return image, label
+
+
+def draw_labeled(pool: LabeledPool, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random labeled cases, every draw from ``gen`` (cases, slices, crops)."""
+    return pool.batch(torch.randint(0, len(pool), (batch_size,), generator=gen), gen)
+
+
+class LabeledLoader(StepLoader):
+    """Labeled batches ``(image, label int64)`` of ``batch_size`` cases from ``pool``, step-seeded in their own
+    stream; other arguments as :class:`StepLoader`'s. Labels cross from the workers as uint8."""
+
+    def __init__(self, pool: LabeledPool, batch_size: int, seed: int, rank: int, start: int, workers: int,
+                 prefetch: int = 2, pin_memory: bool = False) -> None:
+        super().__init__(pool, partial(draw_labeled, pool, batch_size), seed, rank, start, workers, prefetch,
+                         pin_memory, LABELED_STREAM)
+        self.batch_size = batch_size
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = super().next()
+        return image, label.long()

@@ -15,9 +15,12 @@ from ..data.check import harmonise_run_cases
 from ..data.loading import load_cases
 from ..data.pool import (
     ImagePool,
+    LabeledLoader,
+    LabeledPool,
     PoolLoader,
     UnlabeledViews,
     draw_unlabeled,
+    labeled_bytes,
     pool_workers,
 )
 from ..data.preprocess import TensorBank
@@ -71,14 +74,30 @@ class SegmentationTrainer(BaseTrainer):
         for note in ds.notes:
             self.fabric.print(f"note: {note}")
         show = self.is_main and self.cfg.runtime.progress
-        labeled_cases = load_cases(ds, self.data.labeled, "loading labeled cases", show)
+        ids, lazy = self.data.labeled, d.lazy_labeled
+        # lazy (or auto): the first case alone is read now, to estimate the set's size and vote on channels
+        labeled_cases = load_cases(ds, ids[:1] if lazy else ids, "loading labeled cases", show)
+        if lazy == "auto":
+            lazy = bool(ids) and labeled_bytes(labeled_cases[0], len(ids), d.image_size, d.normalize, d.resize,
+                                               self.model_dims) > d.labeled_cache_mb * 2 ** 20
+            if not lazy:
+                labeled_cases += load_cases(ds, ids[1:], "loading labeled cases", show)
         self.unlabeled_pool: ImagePool | None = None
         self.val_cases: list[Case] = []
         rank, world = self.fabric.global_rank, self.fabric.world_size
         self.val_cases = load_cases(ds, self.data.val[rank::world], "loading validation cases", show)
         # one grey JPEG among RGB photos would break batching: repeat it to RGB (others refuse, naming the file)
-        self.in_channels = harmonise_run_cases(labeled_cases, self.val_cases, self.fabric.print)
-        self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize, self.model_dims)
+        self.labeled_bank: TensorBank | None = None
+        self.labeled_pool: LabeledPool | None = None
+        if lazy:  # why with the validation cases: one labeled case is a poor majority for the channel count
+            self.in_channels = harmonise_run_cases(labeled_cases + self.val_cases, [], self.fabric.print)
+            self.labeled_pool = LabeledPool([(ds, i) for i in ids], d.image_size, d.normalize, d.resize,
+                                            self.model_dims, d.labeled_cache_mb, self.in_channels, d.fg_oversample)
+            self.fabric.print(f"labeled cases: {len(ids)} read lazily (cache {d.labeled_cache_mb} MB)")
+        else:
+            self.in_channels = harmonise_run_cases(labeled_cases, self.val_cases, self.fabric.print)
+            self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize,
+                                                      self.model_dims)
 
     def load_unlabeled_pool(self) -> ImagePool:
         """Unlabeled images (training-split remainder + unlabeled split + extra dataset), read lazily."""
@@ -176,9 +195,22 @@ class SegmentationTrainer(BaseTrainer):
             self.method.load_state_dict(state["method"])
 
     # ---------------------------------------------------------------- steps
-    def sample_batch(self, bank: TensorBank, batch_size: int, augment: bool) -> Batch:
-        idx = torch.randint(0, len(bank), (batch_size,), generator=self.gen)
-        image, label = bank.batch(idx, self.cfg.data.image_size, self.gen, self.cfg.data.fg_oversample)
+    def sample_batch(self, bank: TensorBank | None, batch_size: int, augment: bool) -> Batch:
+        """A labeled batch from ``bank``, or with ``bank`` None from the lazy labeled path
+        (``data.lazy_labeled``): read by ``ssl.pool_workers`` DataLoader workers, each batch drawn from a
+        generator per step (see :mod:`qgseg.data.pool`). The augmentation is drawn from ``self.gen`` in both."""
+        if bank is None:
+            loader = getattr(self, "_labeled_loader", None)
+            if loader is None or loader.batch_size != batch_size:
+                workers = pool_workers(self.cfg.ssl.pool_workers, self.device)
+                # why the scheduler's count: the iterations done, restored on resume (as for the unlabeled pool)
+                loader = self._labeled_loader = LabeledLoader(
+                    self.labeled_pool, batch_size, self.cfg.train.seed, self.fabric.global_rank,
+                    self.scheduler.last_epoch, workers, self.cfg.ssl.pool_prefetch, self.device.type == "cuda")
+            image, label = loader.next()
+        else:
+            idx = torch.randint(0, len(bank), (batch_size,), generator=self.gen)
+            image, label = bank.batch(idx, self.cfg.data.image_size, self.gen, self.cfg.data.fg_oversample)
         if augment:
             image, label = spatial_augment(image, label, self.gen, self.cfg.train.augment)
             image = intensity_augment(image, self.gen, self.cfg.train.augment)
