@@ -26,6 +26,13 @@ def git_commit() -> str:
 START_COMMIT = git_commit()
 
 
+def add_validation_args(parser) -> None:
+    """The options of the scripts that score trained quality predictors on the validation split."""
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--masks-per-image", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=4321, help="synthetic-mask seed (not the runs' eval seed)")
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

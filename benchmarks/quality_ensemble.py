@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, write_result
+from common import add_validation_args, write_result
 
 from qgseg.config import load_config
 from qgseg.data.run_data import prepare_run_data
@@ -37,9 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", help="dataset tag of the result name (ph2, colondb, acdc)")
     parser.add_argument("runs", nargs="+", help="run folders of one recipe, one per seed")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--masks-per-image", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=4321, help="synthetic-mask seed (not the runs' eval seed)")
+    add_validation_args(parser)
     args = parser.parse_args()
     start = time.time()
     runs = [Path(r) for r in args.runs]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, write_result  # noqa: E402
+from common import add_validation_args, write_result  # noqa: E402
 
 from qgseg.config import load_config  # noqa: E402
 from qgseg.data.run_data import prepare_run_data  # noqa: E402
@@ -49,9 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", help="dataset tag of the result name (ph2, colondb, acdc)")
     parser.add_argument("recipes", nargs="+", help="label=run_dir[,run_dir...] (one run folder per seed)")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--masks-per-image", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=4321, help="synthetic-mask seed (not the runs' eval seed)")
+    add_validation_args(parser)
     args = parser.parse_args()
     start = time.time()
     out: dict = {"recipes": {}, "masks_per_image": args.masks_per_image, "seed": args.seed}

@@ -11,7 +11,6 @@ from qgseg.config import ConfigError, load_config
 from qgseg.data.detect import open_dataset
 from qgseg.data.pool import LabeledLoader, LabeledPool, labeled_bytes
 from qgseg.data.preprocess import TensorBank
-from qgseg.engine import Interrupted, load_checkpoint
 from qgseg.engine.segmentation import SegmentationTrainer
 
 
@@ -81,17 +80,3 @@ def test_config_and_auto_choice(tmp_path):
                                            data__labeled_cache_mb=1), tmp_path / "b")
     auto.setup_data()
     assert auto.labeled_bank is None and len(auto.labeled_pool) == len(auto.data.labeled)
-
-
-def test_lazy_supervised_run_resumes_to_identical_weights(tmp_path):
-    data = tiny_dataset(tmp_path / "data", size=(16, 16))
-    cfg = tiny_config(data, tmp_path, ssl__method="supervised", ssl__pool_workers=1, data__lazy_labeled="true",
-                      data__image_size="[16,16]", train__iterations=4, train__val_every=2, train__batch_size=2,
-                      train__deterministic="true")
-    SegmentationTrainer(cfg, tmp_path / "full").fit()
-    with pytest.raises(Interrupted):
-        SegmentationTrainer(cfg, tmp_path / "killed").fit(stop_after=3)  # last checkpoint at iteration 2
-    SegmentationTrainer(cfg, tmp_path / "killed").fit(resume=True)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -70,11 +70,14 @@ def test_pool_workers_default_and_config_validation():
         load_config(None, ["ssl.pool_workers=-1"])
 
 
-def test_training_with_a_pool_worker_resumes_to_identical_weights(tmp_path):
+@pytest.mark.parametrize("loader", [
+    {"ssl__method": "mt", "ssl__unlabeled_batch_size": 2},  # the unlabeled pool through a worker
+    {"ssl__method": "supervised", "data__lazy_labeled": "true"},  # the labeled cases through a worker
+], ids=["unlabeled-pool", "lazy-labeled"])
+def test_training_with_a_pool_worker_resumes_to_identical_weights(tmp_path, loader):
     data = tiny_dataset(tmp_path / "data", size=(16, 16))
-    cfg = tiny_config(data, tmp_path, ssl__method="mt", ssl__pool_workers=1, ssl__unlabeled_batch_size=2,
-                      data__image_size="[16,16]", train__iterations=4, train__val_every=2, train__batch_size=2,
-                      train__deterministic="true")
+    cfg = tiny_config(data, tmp_path, ssl__pool_workers=1, data__image_size="[16,16]", train__iterations=4,
+                      train__val_every=2, train__batch_size=2, train__deterministic="true", **loader)
     SegmentationTrainer(cfg, tmp_path / "full").fit()
     with pytest.raises(Interrupted):
         SegmentationTrainer(cfg, tmp_path / "killed").fit(stop_after=3)  # last checkpoint at iteration 2
