@@ -6,7 +6,7 @@ the quality predictor judged each final model's test predictions.
 The grid is only read (runs still being written are fine: a run counts once it has its
 ``result.json``). Writes into ``--out``:
 
-* ``overlays/<guided>_vs_<base>_{helped,hurt}_<rank>_<case>.png``: for each guided variant and its
+* ``overlays/<guided>_vs_<base>_{helped,hurt}_<rank>_<case>.jpg``: for each guided variant and its
   own unguided method (``mt-qw`` vs ``mt``, ``qar`` vs ``sup``; :func:`qgseg.compare.find_base`),
   the ``--top`` test cases whose per-case Dice rose most and fell most with guidance (paired by
   seed, mean over the seeds both have). Panels: image | truth | base prediction | guided
@@ -258,7 +258,9 @@ def plot_case(case: Any, base_pred: np.ndarray, guided_pred: np.ndarray, names: 
     fig.suptitle(f"{title}\n{legend}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    # why JPEG: photographs (dermoscopy, endoscopy) make 0.5 MB PNGs; results are committed to the repository
+    path = path.with_suffix(".jpg")
+    fig.savefig(path, dpi=100, pil_kwargs={"quality": 85})
     return path
 
 
@@ -333,9 +335,9 @@ def overlays_for_pair(guided: str, base: str, runs: Mapping[tuple[str, int], Pat
                 name = f"{guided}_vs_{base}_{way}_{rank}_{case_id}.png".replace("+", "plus")
                 title = (f"{case_id}: {guided} vs {base}, seed {seed} — guidance {way} "
                          f"(mean diff over {len(d['per_seed'])} seeds {d['diff']:+.3f})")
-                plot_case(case, b_pred, g_pred, (base, guided),
-                          (item["shown_base_dice"], item["shown_guided_dice"]), out / "overlays" / name, title)
-                item["image"] = f"overlays/{name}"
+                shown = plot_case(case, b_pred, g_pred, (base, guided),
+                                  (item["shown_base_dice"], item["shown_guided_dice"]), out / "overlays" / name, title)
+                item["image"] = f"overlays/{shown.name}"
             entry[way].append(item)
     return entry
 
