@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA_ROOT, write_result  # noqa: E402
 
 from qgseg.config import load_config, to_dict  # noqa: E402
+from qgseg.quality.predictor import backbone_label  # noqa: E402
 from qgseg.quality.training import train_quality_predictor  # noqa: E402
 
 PRESETS = {"ph2": "quality_ph2", "colondb": "quality_colondb", "acdc": "quality_acdc"}
@@ -78,7 +79,7 @@ def main() -> None:
         # self-supervised encoder pretraining (quality.pretrain) or external weights (quality.pretrained)
         "pretraining": res.get("pretraining") or ({"weights": cfg.quality.pretrained, "method": "external file"}
                                                   if cfg.quality.pretrained else None),
-        "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor ResNet-{cfg.quality.depth} width "
+        "protocol": (f"configs/{PRESETS[args.which]}.yaml{' with ' + ', '.join(args.overrides) if args.overrides else ''}: predictor {backbone_label(cfg.quality.backbone, cfg.quality.depth)} width "
                      f"{cfg.quality.width}{_decoder(cfg)}, input {cfg.quality.image_size}, {cfg.quality.epochs} epochs x "
                      f"{cfg.quality.masks_per_image} masks/image, weak {cfg.model.name} snapshots at epochs "
                      f"{cfg.quality.weak_epochs}; test split only for metrics; unseen real networks = "

@@ -24,6 +24,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
 #: Names of MONAI's FlexibleUNet on a ResNet encoder (group 1: the depth; empty = 18), see qgseg.models.
 RESNET_UNET = re.compile(r"resnet(\d*)-unet|flexible-?unet")
+#: Quality-predictor backbones (``quality.backbone``): MONAI ResNet (depth/width) or a MONAI classifier.
+QUALITY_BACKBONES = ("resnet", "densenet121", "efficientnet-b0")
 
 
 class ConfigError(ValueError):
@@ -156,6 +158,7 @@ class PretrainConfig:
 class QualityConfig:
     """Quality predictor (phase 1)."""
 
+    backbone: str = "resnet"  # resnet (depth, width) | densenet121 | efficientnet-b0 (MONAI, standard sizes)
     depth: int = 18
     width: list[int] | None = None  # ResNet block widths; None = standard (64,128,256,512)
     image_size: list[int] | None = None  # images/masks prepared (and Dice measured) at this size; default data.image_size
@@ -412,12 +415,23 @@ def validate(cfg: RunConfig) -> None:
         "data.normalize": (cfg.data.normalize, {"auto", "unit", "zscore", "none"}),
         "quality.loss": (cfg.quality.loss, {"smoothl1", "mse"}),
         "quality.readout": (cfg.quality.readout, {"auto", "agreement", "fused"}),
+        "quality.backbone": (cfg.quality.backbone, set(QUALITY_BACKBONES)),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: '{value}' is not one of {sorted(allowed)}")
     if cfg.quality.readout == "agreement" and cfg.quality.truth_map_weight <= 0:
         raise ConfigError("quality.readout: 'agreement' needs the truth-map decoder (quality.truth_map_weight > 0)")
+    if cfg.quality.backbone != "resnet":
+        if cfg.quality.truth_map_weight > 0:
+            raise ConfigError(f"quality.backbone: the truth-map decoder needs a ResNet backbone, not "
+                              f"{cfg.quality.backbone}; set quality.truth_map_weight=0")
+        if cfg.quality.width is not None:
+            raise ConfigError(f"quality.width sets ResNet stage widths; quality.backbone {cfg.quality.backbone} "
+                              "has its standard widths (set quality.width=null)")
+        if cfg.quality.pretrain.steps > 0 and not cfg.quality.pretrained:
+            raise ConfigError(f"quality.pretrain pretrains a ResNet encoder; with quality.backbone "
+                              f"{cfg.quality.backbone} set quality.pretrain.steps=0")
     if cfg.train.iterations < 1:
         raise ConfigError("train.iterations must be >= 1")
     if cfg.train.select == "last" and cfg.train.early_stop_patience is not None:

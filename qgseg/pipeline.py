@@ -152,7 +152,10 @@ def run_demo(cfg: RunConfig, resume: bool = False, jobs: int = 2) -> dict[str, A
     p1 = grid.phase1 or {}
     syn, real = p1.get("synthetic") or {}, p1.get("real") or {}
     if syn:
-        rows.append(("quality predictor", f"ResNet-{cfg.quality.depth} {cfg.quality.width}: synthetic masks MAE "
+        from .quality.predictor import backbone_label
+
+        rows.append(("quality predictor", f"{backbone_label(cfg.quality.backbone, cfg.quality.depth)} "
+                                          f"{cfg.quality.width}: synthetic masks MAE "
                                           f"{syn.get('mae', float('nan')):.3f} Spearman "
                                           f"{syn.get('spearman', float('nan')):.3f}"
                                           + (f"; unseen networks MAE {real['mae']:.3f}" if real.get("mae") is not None

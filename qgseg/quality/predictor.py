@@ -11,6 +11,10 @@ mask from (image, mask). Training it with a dense loss gives the encoder one tar
 instead of one number per image, which matters with a few dozen labeled images; the soft Dice
 between the input mask and the predicted truth is added, on the logit scale, to the head's
 score, so the head only learns a correction of that estimate.
+
+``backbone`` swaps the ResNet for MONAI's ``DenseNet121`` or ``EfficientNetBN("efficientnet-b0")``
+(the paper's third axis; the published method used ResNets). Those keep the plain regression
+head (global pool -> dropout -> linear -> sigmoid); the truth-map decoder needs the ResNet stages.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.nets import ResNet
+from monai.networks.nets import DenseNet121, EfficientNetBN, ResNet
 
+from ..config import QUALITY_BACKBONES
 from .corruptions import dice_per_class  # the training target's Dice: both conventions must agree
 from .roi import check_roi_params, mask_roi_theta, roi_crop, roi_uncrop
 
@@ -31,6 +36,8 @@ __all__ = [
     "QualityPredictor",
     "TruthMapDecoder",
     "RESNET_LAYOUTS",
+    "QUALITY_BACKBONES",
+    "backbone_label",
     "soft_dice",
     "agreement_dice",
     "labels_to_fg_onehot",
@@ -47,6 +54,15 @@ RESNET_LAYOUTS: dict[int, tuple[str, list[int]]] = {
     34: ("basic", [3, 4, 6, 3]),
     50: ("bottleneck", [3, 4, 6, 3]),
 }
+
+
+#: First convolution of each backbone: the tensor whose input channels a pretrained file may need adapted.
+FIRST_CONV = {"resnet": "conv1.weight", "densenet121": "features.conv0.weight", "efficientnet-b0": "_conv_stem.weight"}
+
+
+def backbone_label(backbone: str, depth: int) -> str:
+    """Readable name of a predictor backbone for summaries: ``ResNet-18``, ``densenet121``, ..."""
+    return f"ResNet-{depth}" if backbone == "resnet" else backbone
 
 
 # --------------------------------------------------------------------------- mask helpers
@@ -113,6 +129,30 @@ def resnet_stages(backbone: ResNet, x: torch.Tensor) -> list[torch.Tensor]:
     return stages
 
 
+def monai_classifier_backbone(name: str, spatial_dims: int, in_channels: int, no_max_pool: bool = False,
+                              norm: str | tuple = "batch") -> tuple[nn.Module, int]:
+    """A non-ResNet MONAI classifier whose ``forward`` returns pooled features ``(B, C)``, and ``C``.
+
+    The classifier's final linear layer (and EfficientNet's own dropout) become identities so the
+    predictor's head (dropout + K outputs) is the same for every backbone. ``no_max_pool`` drops
+    DenseNet's stem pooling, as for the ResNet, to keep resolution on small inputs.
+    """
+    if name == "densenet121":
+        net = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, norm=norm)
+        feat = net.class_layers.out.in_features
+        net.class_layers.out = nn.Identity()
+        if no_max_pool:
+            net.features.pool0 = nn.Identity()
+        return net, feat
+    if name == "efficientnet-b0":
+        net = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels,
+                             num_classes=1, norm=norm)
+        feat = net._fc.in_features
+        net._fc, net._dropout = nn.Identity(), nn.Identity()
+        return net, feat
+    raise ValueError(f"backbone must be one of {list(QUALITY_BACKBONES)}, got {name!r}")
+
+
 class TruthMapDecoder(nn.Module):
     """FPN-style decoder: ResNet stage features -> truth-mask logits ``(B, K, *input_size)``.
 
@@ -169,6 +209,9 @@ class QualityPredictor(nn.Module):
         spatial_dims: 2 or 3.
         image_channels: number of image channels (e.g. 1 for CT/MR, 3 for RGB).
         num_fg_classes: K, number of foreground classes (one mask channel and one output each).
+        backbone: ``"resnet"`` (depth/width below), ``"densenet121"`` or ``"efficientnet-b0"`` (MONAI's
+            networks at their standard sizes; ``width``, the stem options and the decoder are ResNet-only,
+            ``no_max_pool`` and ``norm`` also apply to DenseNet, ``norm`` to EfficientNet).
         depth: ResNet depth, one of 10/18/34/50.
         width: ``None`` for standard widths, an int ``w`` for stage widths ``[w, 2w, 4w, 8w]``
             (small values make CPU tests/training cheap), or four explicit stage widths.
@@ -203,6 +246,7 @@ class QualityPredictor(nn.Module):
         spatial_dims: int,
         image_channels: int,
         num_fg_classes: int,
+        backbone: str = "resnet",
         depth: int = 18,
         width: int | Sequence[int] | None = None,
         dropout: float = 0.0,
@@ -221,8 +265,14 @@ class QualityPredictor(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if backbone not in QUALITY_BACKBONES:
+            raise ValueError(f"backbone must be one of {list(QUALITY_BACKBONES)}, got {backbone!r}")
         if depth not in RESNET_LAYOUTS:
             raise ValueError(f"depth must be one of {sorted(RESNET_LAYOUTS)}, got {depth}")
+        if backbone != "resnet" and truth_decoder:
+            raise ValueError("the truth-map decoder needs a ResNet backbone; set quality.truth_map_weight=0")
+        if backbone != "resnet" and width is not None:
+            raise ValueError(f"width sets ResNet stage widths; the {backbone} backbone has its standard widths")
         if image_channels < 1 or num_fg_classes < 1:
             raise ValueError("image_channels and num_fg_classes must be >= 1")
         if not 0.0 <= dropout < 1.0:
@@ -231,6 +281,7 @@ class QualityPredictor(nn.Module):
         self.spatial_dims = spatial_dims
         self.image_channels = image_channels
         self.num_fg_classes = num_fg_classes
+        self.backbone_name = backbone
         self.depth = depth
         self.width = width if width is None or isinstance(width, int) else [int(w) for w in width]
         self.dropout = float(dropout)
@@ -253,27 +304,30 @@ class QualityPredictor(nn.Module):
         self.roi_margin = float(roi_margin)
         self.roi_min_fraction = float(roi_min_fraction)
 
-        block, layers = RESNET_LAYOUTS[depth]
-        planes = _block_inplanes(width)
-        self.backbone = ResNet(
-            block=block,
-            layers=layers,
-            block_inplanes=planes,
-            spatial_dims=spatial_dims,
-            n_input_channels=self.in_channels,
-            conv1_t_size=conv1_t_size,
-            conv1_t_stride=conv1_t_stride,
-            no_max_pool=no_max_pool,
-            shortcut_type=shortcut_type,
-            bias_downsample=False,  # torchvision layout: projection conv without bias
-            feed_forward=False,  # our own head below (dropout + K outputs)
-            norm=norm,
-        )
-        expansion = 4 if block == "bottleneck" else 1
-        feat = planes[3] * expansion
-        self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(feat, num_fg_classes))
         self.decoder: TruthMapDecoder | None = None
-        if self.truth_decoder:
+        if backbone != "resnet":
+            self.backbone, feat = monai_classifier_backbone(backbone, spatial_dims, self.in_channels, no_max_pool, norm)
+        else:
+            block, layers = RESNET_LAYOUTS[depth]
+            planes = _block_inplanes(width)
+            self.backbone = ResNet(
+                block=block,
+                layers=layers,
+                block_inplanes=planes,
+                spatial_dims=spatial_dims,
+                n_input_channels=self.in_channels,
+                conv1_t_size=conv1_t_size,
+                conv1_t_stride=conv1_t_stride,
+                no_max_pool=no_max_pool,
+                shortcut_type=shortcut_type,
+                bias_downsample=False,  # torchvision layout: projection conv without bias
+                feed_forward=False,  # our own head below (dropout + K outputs)
+                norm=norm,
+            )
+            expansion = 4 if block == "bottleneck" else 1
+            feat = planes[3] * expansion
+        self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(feat, num_fg_classes))
+        if self.truth_decoder:  # ResNet only (checked above)
             self.decoder = TruthMapDecoder(spatial_dims, [c * expansion for c in planes], self.in_channels,
                                            num_fg_classes, channels=self.decoder_channels)
             # Weight of the decoder's Dice estimate on the logit scale; starts as the full prior.
@@ -285,11 +339,24 @@ class QualityPredictor(nn.Module):
         return self.image_channels + self.num_fg_classes
 
     # ---------------------------------------------------------------- forward passes
+    @property
+    def min_input_size(self) -> int:
+        """Smallest spatial side the backbone accepts (measured: EfficientNet-B0's 5x5 kernels at 1/16
+        and DenseNet's three 2x pooling transitions after its stem; the ResNet pads its way through)."""
+        if self.backbone_name == "efficientnet-b0":
+            return 32
+        if self.backbone_name == "densenet121":
+            return 16 if self.no_max_pool else 32
+        return 1
+
     def _check_concat(self, x: torch.Tensor) -> None:
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (B, {self.in_channels}, <{self.spatial_dims} spatial dims>), got {tuple(x.shape)}"
             )
+        if min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(f"the {self.backbone_name} backbone needs inputs of at least {self.min_input_size} px "
+                             f"per side, got {tuple(x.shape[2:])}; raise quality.image_size or quality.roi_size")
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return resnet_stages(self.backbone, x)
@@ -389,6 +456,7 @@ class QualityPredictor(nn.Module):
             "spatial_dims": self.spatial_dims,
             "image_channels": self.image_channels,
             "num_fg_classes": self.num_fg_classes,
+            "backbone": self.backbone_name,
             "depth": self.depth,
             "width": self.width if not isinstance(self.width, list) else list(self.width),
             "dropout": self.dropout,
@@ -426,7 +494,7 @@ from ..models.weights import read_state_dict as _read_state_dict
 
 
 def load_pretrained_backbone(model: QualityPredictor | ResNet, path: str | Path) -> list[str]:
-    """Initialise the ResNet backbone of ``model`` from a LOCAL weight file.
+    """Initialise the backbone of ``model`` (ResNet, or the predictor's DenseNet/EfficientNet) from a LOCAL weight file.
 
     Accepts ``.pt/.pth`` (read with ``torch.load(weights_only=True)``) or ``.safetensors``, holding a
     MONAI or torchvision-style ResNet state dict (optionally wrapped in ``{"state_dict": ...}`` and/or
@@ -445,6 +513,8 @@ def load_pretrained_backbone(model: QualityPredictor | ResNet, path: str | Path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weight file not found (downloads are never attempted)")
     backbone = model.backbone if isinstance(model, QualityPredictor) else model
+    name = model.backbone_name if isinstance(model, QualityPredictor) else "resnet"
+    first_conv = FIRST_CONV[name]
     image_channels = model.image_channels if isinstance(model, QualityPredictor) else None
     src = _read_state_dict(path)
     own = backbone.state_dict()
@@ -458,14 +528,14 @@ def load_pretrained_backbone(model: QualityPredictor | ResNet, path: str | Path)
         target = own[key]
         if value.shape == target.shape:
             usable[key] = value.to(target.dtype)
-        elif key == "conv1.weight" and (adapted := _adapt_first_conv(value, target.shape, image_channels)) is not None:
-            logger.info("%s: adapted conv1.weight %s -> %s", path.name, tuple(value.shape), tuple(target.shape))
+        elif key == first_conv and (adapted := _adapt_first_conv(value, target.shape, image_channels)) is not None:
+            logger.info("%s: adapted %s %s -> %s", path.name, key, tuple(value.shape), tuple(target.shape))
             usable[key] = adapted.to(target.dtype)
         else:
             logger.info("%s: shape mismatch for %s: %s vs %s", path.name, key, tuple(value.shape), tuple(target.shape))
             skipped.append(key)
     if not any(k.endswith("weight") for k in usable):
-        raise ValueError(f"{path}: no tensor matches the ResNet backbone (different architecture?)")
+        raise ValueError(f"{path}: no tensor matches the {name} backbone (different architecture?)")
     backbone.load_state_dict(usable, strict=False)
     # Backbone keys left at their init (missing or shape-mismatched) plus file keys ignored (fc, extras).
     not_loaded = sorted((set(own) - set(usable)) | set(skipped))

@@ -43,7 +43,12 @@ from ..engine.run_dir import prepare_run_dir
 from ..engine.trainer import BaseTrainer
 from .corruptions import dice_per_class
 from .metrics import regression_metrics
-from .predictor import QualityPredictor, labels_to_fg_onehot, load_pretrained_backbone
+from .predictor import (
+    QualityPredictor,
+    backbone_label,
+    labels_to_fg_onehot,
+    load_pretrained_backbone,
+)
 from .sampler import CATEGORY_NAMES, SamplerConfig, VariableQualitySampler
 from .scoring import UNCERTAINTY_REFERENCE_KEY, hard_fg, predict_views
 from .weak import as_unit, cross_fitted_weak, load_or_predict_weak, train_weak_snapshots
@@ -222,8 +227,8 @@ class QualityTrainer(BaseTrainer):
     def build_model(self) -> nn.Module:
         q = self.cfg.quality
         net_size = q.roi_size or self.size
-        model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1, depth=q.depth,
-                                 width=q.width, no_max_pool=min(net_size) < 64,  # why: keep resolution on tiny inputs
+        model = QualityPredictor(self.spatial_dims, self.image_channels, len(self.classes) - 1,
+                                 backbone=q.backbone, depth=q.depth, width=q.width, no_max_pool=min(net_size) < 64,  # why: keep resolution on tiny inputs
                                  truth_decoder=q.truth_map_weight > 0,
                                  readout=q.readout if q.truth_map_weight > 0 and q.readout != "auto" else "fused",
                                  roi_size=q.roi_size, roi_margin=q.roi_margin, roi_min_fraction=q.roi_min_fraction)
@@ -482,7 +487,7 @@ def train_quality_predictor(cfg: RunConfig, run_dir: str | Path | None = None, r
 
     syn = report["synthetic"]["all"]
     rows = [("data", f"{ds.name}: {len(data.labeled)} train / {len(data.val)} val / {len(data.test)} test cases"),
-            ("predictor", f"ResNet-{q.depth} width {q.width or 'standard'}, input {size}"),
+            ("predictor", f"{backbone_label(q.backbone, q.depth)} width {q.width or 'standard'}, input {size}"),
             ("weak snapshots", f"{len(snaps)} (epochs {sorted(q.weak_epochs)}), {weak_s:.0f} s"),
             ("training", f"{fit.iterations_done}/{trainer.iterations} iterations, best val MAE "
                          f"{_fmt(fit.best_metric)} @ {fit.best_iteration}, {fit.wall_s:.0f} s"),
