@@ -46,8 +46,9 @@ def _cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
 
 
-def collect(quality_run: Path, grid: Path) -> dict:
-    """Phase-1 accuracy and the guided runs' test Dice of one backbone."""
+def collect(quality_run: Path, grid: Path, seeds: list[str]) -> dict:
+    """Phase-1 accuracy and the guided runs' test Dice of one backbone, on ``seeds`` only (an existing
+    grid may have more seeds than the new backbones)."""
     ev = json.loads((quality_run / "eval" / "quality_eval.json").read_text())
     fixed, syn = ev["ph2_fixed"]["all"], ev["synthetic"]["all"]
     hist = json.loads((quality_run / "train_history.json").read_text())
@@ -57,7 +58,8 @@ def collect(quality_run: Path, grid: Path) -> dict:
            "synthetic_mae": syn["mae"], "synthetic_spearman": syn["spearman"]}
     for m in METHODS:
         r = methods.get(m)
-        out[m] = None if r is None else {"dice": r["dice"], "seeds": r["seeds"], "per_seed": r.get("per_seed")}
+        per_seed = {k: v for k, v in (r or {}).get("per_seed", {}).items() if k in seeds}
+        out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed} if per_seed else None
     return out
 
 
@@ -73,10 +75,11 @@ def main() -> None:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    seeds = [s.strip() for s in args.seeds.split(",")]
     for spec in args.existing:
         name, _, paths = spec.partition("=")
         q, _, g = paths.partition(":")
-        results[name] = {**collect(Path(q), Path(g)), "trained_here": False}
+        results[name] = {**collect(Path(q), Path(g), seeds), "trained_here": False}
     for name in args.backbones:
         qdir, log = out_dir / f"q_{name}", out_dir / f"{name}.log"
         t0 = time.time()
@@ -89,7 +92,7 @@ def main() -> None:
         _cli(["compare", "ssl_ph2", "--methods", ",".join(METHODS), "--seeds", args.seeds, "--jobs", "1",
               "--predictor", str(qdir / "checkpoints" / "best.ckpt"), "--data-root", args.data_root,
               "--output-dir", str(out_dir), "--name", f"grid_{name}"], log)
-        results[name] = {**collect(qdir, out_dir / f"grid_{name}"), "trained_here": True,
+        results[name] = {**collect(qdir, out_dir / f"grid_{name}", seeds), "trained_here": True,
                          "overrides": backbone_overrides(name), "predictor_wall_s": q_wall}
         print(name, {k: v for k, v in results[name].items() if k in ("fixed_mae", "fixed_spearman", "mt-qw", "qar")},
               flush=True)
@@ -97,7 +100,7 @@ def main() -> None:
     def dice(r: dict | None) -> str:
         if not r:
             return "n/a"
-        v = list(r["per_seed"].values()) if r.get("per_seed") else [r["dice"]]
+        v = list(r["per_seed"].values())
         return f"{np.mean(v):.4f}" + (f" ± {np.std(v):.4f}" if len(v) > 1 else "") + f" ({len(v)} seed{'s' * (len(v) > 1)})"
 
     rows = [(name, f"fixed masks MAE {r['fixed_mae']:.4f} / Spearman {r['fixed_spearman']:.3f} / AUROC<0.7 "
