@@ -38,9 +38,12 @@ def default_threads() -> int:
     return min(available_cpus(), MAX_DEFAULT_THREADS)
 
 
-def per_job_threads(jobs: int) -> int:
-    """Threads for each of ``jobs`` processes sharing this machine's CPUs (>= 1)."""
-    return max(1, available_cpus() // max(1, jobs))
+def per_job_threads(jobs: int, environ: MutableMapping[str, str] | None = None) -> int:
+    """Threads for each of ``jobs`` processes sharing this machine's CPUs (>= 1), never more than
+    ``OMP_NUM_THREADS`` of ``environ`` (default ``os.environ``): a user's cap holds for the children too."""
+    share = max(1, available_cpus() // max(1, jobs))
+    cap = _env_threads(os.environ if environ is None else environ)
+    return min(share, cap) if cap else share
 
 
 def _env_threads(environ: MutableMapping[str, str]) -> int | None:

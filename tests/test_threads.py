@@ -51,7 +51,7 @@ def test_resolve_threads_precedence(monkeypatch):
     assert threads.resolve_threads(None, {}) == 8
     monkeypatch.setattr(threads, "available_cpus", lambda: 2)
     assert threads.resolve_threads(None, {}) == 2
-    assert threads.per_job_threads(3) == 1 and threads.per_job_threads(1) == 2
+    assert threads.per_job_threads(3, {}) == 1 and threads.per_job_threads(1, {}) == 2
 
 
 def test_runtime_threads_validated():
@@ -74,7 +74,9 @@ def test_loaded_config_applies_runtime_threads(monkeypatch, keep_threads):
 
 def test_compare_gives_each_job_its_share(monkeypatch):
     monkeypatch.setattr(threads, "available_cpus", lambda: 8)
-    assert threads.per_job_threads(3) == 2 and threads.per_job_threads(16) == 1
+    assert threads.per_job_threads(3, {}) == 2 and threads.per_job_threads(16, {}) == 1
+    assert threads.per_job_threads(1, {"OMP_NUM_THREADS": "1"}) == 1  # the user's OMP_NUM_THREADS=1 holds
+    assert threads.per_job_threads(2, {"OMP_NUM_THREADS": "8"}) == 4
     env = _env(None, 4)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"
     assert _env("1", 2)["CUDA_VISIBLE_DEVICES"] == "1" and _env("1", 2)["OMP_NUM_THREADS"] == "2"
