@@ -26,6 +26,18 @@ def git_commit() -> str:
 START_COMMIT = git_commit()
 
 
+def validation_parser(doc: str | None, runs_arg: str, runs_help: str):
+    """The command line of the scripts that score trained quality predictors on the validation split:
+    a dataset tag, the runs (``runs_arg``), and :func:`add_validation_args`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", help="dataset tag of the result name (ph2, colondb, acdc)")
+    parser.add_argument(runs_arg, nargs="+", help=runs_help)
+    add_validation_args(parser)
+    return parser
+
+
 def add_validation_args(parser) -> None:
     """The options of the scripts that score trained quality predictors on the validation split."""
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))

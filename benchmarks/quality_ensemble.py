@@ -12,7 +12,6 @@ preprocessing (same config apart from the seed). Writes
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_validation_args, write_result
+from common import validation_parser, write_result
 
 from qgseg.config import load_config
 from qgseg.data.run_data import prepare_run_data
@@ -34,11 +33,7 @@ def _metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", help="dataset tag of the result name (ph2, colondb, acdc)")
-    parser.add_argument("runs", nargs="+", help="run folders of one recipe, one per seed")
-    add_validation_args(parser)
-    args = parser.parse_args()
+    args = validation_parser(__doc__, "runs", "run folders of one recipe, one per seed").parse_args()
     start = time.time()
     runs = [Path(r) for r in args.runs]
     cfg = load_config(runs[0] / "config.yaml", [f"data.root={args.data_root}", "runtime.progress=false"])

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/quality_<which>_selection.{json,md}``. Test data is 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_validation_args, write_result  # noqa: E402
+from common import validation_parser, write_result  # noqa: E402
 
 from qgseg.config import load_config  # noqa: E402
 from qgseg.data.run_data import prepare_run_data  # noqa: E402
@@ -46,11 +45,7 @@ def evaluate_run(run: Path, data_root: str, k: int, seed: int) -> dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", help="dataset tag of the result name (ph2, colondb, acdc)")
-    parser.add_argument("recipes", nargs="+", help="label=run_dir[,run_dir...] (one run folder per seed)")
-    add_validation_args(parser)
-    args = parser.parse_args()
+    args = validation_parser(__doc__, "recipes", "label=run_dir[,run_dir...] (one run folder per seed)").parse_args()
     start = time.time()
     out: dict = {"recipes": {}, "masks_per_image": args.masks_per_image, "seed": args.seed}
     rows = []

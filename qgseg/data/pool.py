@@ -46,8 +46,8 @@ from .preprocess import (
     TensorBank,
     _random_crop,
     prepare_network_input,
+    prepare_training_tensors,
     resize_image,
-    resize_label,
     resolve_normalize,
     slice_axis,
 )
@@ -349,12 +349,9 @@ class LabeledPool(ImagePool):
 
     def _prepare(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[int, list[torch.Tensor]]]:
         case = self._load(i)
-        x, y, _ = prepare_network_input(case, self.normalize, self.model_dims)
-        if y is None:
+        xt, yt = prepare_training_tensors(case, self.image_size, self.normalize, self.resize, self.model_dims)
+        if yt is None:
             raise DataError("a labeled case has no label", case.source)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        if self.resize:
-            xt, yt = resize_image(xt, self.image_size), resize_label(yt, self.image_size)
         # why uint8: an eighth of int64 in the cache; more than 255 classes keep int64
         return xt.half(), yt.to(torch.uint8 if int(yt.max()) < 256 else torch.int64), {}
 

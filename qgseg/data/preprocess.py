@@ -145,13 +145,8 @@ class TensorBank:
                    model_dims: int, with_labels: bool = True) -> "TensorBank":
         images, labels, ids, modes = [], [], [], []
         for case in cases:
-            x, y, _ = prepare_network_input(case, normalize, model_dims)
-            modes += [resolve_normalize(normalize, case)] * x.shape[0]
-            xt = torch.from_numpy(x)
-            yt = torch.from_numpy(y).long() if (with_labels and y is not None) else None
-            if resize:
-                xt = resize_image(xt, image_size)
-                yt = resize_label(yt, image_size) if yt is not None else None
+            xt, yt = prepare_training_tensors(case, image_size, normalize, resize, model_dims, with_labels)
+            modes += [resolve_normalize(normalize, case)] * xt.shape[0]
             for i in range(xt.shape[0]):
                 images.append(xt[i])
                 ids.append(case.case_id if xt.shape[0] == 1 else f"{case.case_id}#{i}")
@@ -203,6 +198,19 @@ class TensorBank:
 
 #: Voxel coordinates kept per class and sample for foreground oversampling (nnU-Net keeps 10,000).
 FG_COORDS_PER_CLASS = 10_000
+
+
+def prepare_training_tensors(case: Case, image_size: Sequence[int], normalize: str, resize: bool, model_dims: int,
+                             with_label: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`prepare_network_input` as tensors ``(x (N, C, *S) float32, y (N, *S) int64 or None)``,
+    resized to ``image_size`` when ``resize``: one case as the training samplers hold it."""
+    x, y, _ = prepare_network_input(case, normalize, model_dims)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y).long() if (with_label and y is not None) else None
+    if resize:
+        xt = resize_image(xt, image_size)
+        yt = resize_label(yt, image_size) if yt is not None else None
+    return xt, yt
 
 
 def foreground_centre(coords: Sequence[torch.Tensor], gen: torch.Generator) -> torch.Tensor | None:
