@@ -228,6 +228,7 @@ class GuidanceConfig:
     qw_start: float = 0.0  # fraction of the iterations with uniform weights before -QW starts
     qw_per_class: bool = True  # multi-class: one weight per class (g predicts a Dice per class); false: mean
     allow_unverified_predictor: bool = False  # accept a predictor that does not record its training cases
+    probe_cases: int = 16  # labeled cases whose pseudolabels g scores at each validation (logged only; 0: off)
 
     @property
     def enabled(self) -> bool:
@@ -568,6 +569,8 @@ def _validate_ssl(cfg: RunConfig) -> None:
             raise ConfigError(f"guidance.{key} is a fraction of the iterations, got {getattr(g, key)}")
     if g.qar_weight < 0 or g.qw_power < 0:
         raise ConfigError(f"guidance.qar_weight and guidance.qw_power must be >= 0, got {g.qar_weight}, {g.qw_power}")
+    if g.probe_cases < 0:
+        raise ConfigError(f"guidance.probe_cases is a number of labeled cases (0: off), got {g.probe_cases}")
     if not 0.0 <= g.qw_threshold <= 1.0:
         raise ConfigError(f"guidance.qw_threshold is a Dice in [0, 1], got {g.qw_threshold}")
     if g.qw and not METHODS[s.method].makes_pseudolabels:

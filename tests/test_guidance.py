@@ -13,7 +13,9 @@ from qgseg.data.io import DataError
 from qgseg.data.run_data import prepare_run_data
 from qgseg.engine import Interrupted, load_checkpoint
 from qgseg.engine.segmentation import SegmentationTrainer
-from qgseg.guidance import QualityCritic, QualityGuidance, build_run_method, quality_weights
+import numpy as np
+
+from qgseg.guidance import QualityCritic, QualityGuidance, build_run_method, probe_metrics, quality_weights
 from qgseg.models import build_model
 from qgseg.ssl import METHODS, Batch, UnlabeledBatch, build_method
 from qgseg.ssl.base import UnlabeledTerm
@@ -177,6 +179,9 @@ def test_two_iterations_of_every_method_and_guidance(tiny, tmp_path, method, qw,
         assert last["guidance/lambda_qar"] > 0 and "guidance/q_student" in last
     if qw or qar:  # g's error on the student's validation predictions, logged at every validation
         assert 0 <= last["guidance/g_mae_val"] <= 1
+        # ... and on the pseudolabels of labeled cases scored as if unlabeled (the probe)
+        assert 0 <= last["guidance/probe_g_mae"] <= 1 and 0 <= last["guidance/probe_dice"] <= 1
+        assert ("guidance/probe_kept" in last) == qw
     assert not any(p.requires_grad for p in getattr(trainer.method, "critic", None).model.parameters()) if (qw or qar) \
         else not hasattr(trainer.method, "critic")
 
@@ -249,3 +254,52 @@ def test_two_networks_and_guidance_under_two_process_ddp(tiny, tmp_path, variant
         assert list(state["extra_networks"]) == ["student_b"]
     else:
         assert "guidance/g_mae_val" in state["history"][-1] and "guidance/q_pseudo" in state["history"][-1]
+
+
+def test_probe_metrics_measure_g_against_the_true_dice():
+    true = np.array([[0.9, 0.2], [0.6, 0.8], [0.3, 0.95], [0.7, 0.1]])
+    exact = probe_metrics(true, true, power=1.0, threshold=0.5)
+    assert exact["probe_g_mae"] == 0 and exact["probe_g_spearman"] == pytest.approx(1.0)
+    assert exact["probe_dice"] == pytest.approx(true.mean())
+    # weights q * [q >= 0.5] keep the 5 pairs >= 0.5 and favour the better pseudolabels
+    assert exact["probe_kept"] == pytest.approx(5 / 8)
+    kept = true[true >= 0.5]
+    assert exact["probe_dice_weighted"] == pytest.approx((kept ** 2).sum() / kept.sum())
+    assert exact["probe_dice_weighted"] > exact["probe_dice"]
+    inverted = probe_metrics(1 - true, true, power=1.0, threshold=0.5)
+    assert inverted["probe_g_spearman"] == pytest.approx(-1.0) and inverted["probe_dice_weighted"] < inverted["probe_dice"]
+    # per case (qw_per_class false): one weight per row from the mean score, as in training
+    per_case = probe_metrics(true, true, power=1.0, threshold=0.5, per_class=False)
+    assert per_case["probe_kept"] == pytest.approx(3 / 4)  # row means 0.55, 0.7, 0.625, 0.4
+    nothing = probe_metrics(np.zeros((2, 1)), np.ones((2, 1)), power=2.0, threshold=0.5)
+    assert np.isnan(nothing["probe_dice_weighted"]) and nothing["probe_kept"] == 0
+    assert "probe_g_spearman" not in nothing and "probe_kept" not in probe_metrics(true, true, 1, 0.5, weighted=False)
+
+
+@pytest.mark.parametrize("method,network", [("pl-c", "student"), ("fixmatch", "student"), ("mt", "teacher"),
+                                            ("bcp", "teacher"), ("cps", "student_b"), ("supervised", None)])
+def test_pseudolabel_network_is_the_one_the_pseudolabels_come_from(method, network):
+    cfg = load_config(None, [f"ssl.method={method}"])
+    m = build_method(cfg, 2)
+    student = build_model("unet", 2, 1, 2, [4, 8, 16], 0.0)
+    m.setup(student)
+    nets = {"student": student, "student_b": build_model("unet", 2, 1, 2, [4, 8, 16], 0.0)}
+    expected = None if network is None else (m.teacher if network == "teacher" else nets[network])
+    assert m.pseudolabel_network(nets) is expected
+    if network is not None:  # guidance asks the wrapped method
+        assert QualityGuidance(m, _critic(), GuidanceConfig(qw=True)).pseudolabel_network(nets) is expected
+
+
+def test_the_probe_is_logged_only_and_changes_no_weight(tiny, tmp_path):
+    extra = ["ssl.method=mt", "guidance.qw=true", "train.deterministic=true", "train.iterations=4",
+             "train.val_every=2", "ssl.unlabeled_batch_size=4", f"guidance.predictor={tiny['predictor']}"]
+    runs = {}
+    for n in (0, 3):
+        trainer = SegmentationTrainer(_cfg(tiny["data"], tmp_path, *extra, f"guidance.probe_cases={n}"),
+                                      tmp_path / f"probe{n}")
+        trainer.fit()
+        runs[n] = (load_checkpoint(tmp_path / f"probe{n}" / "checkpoints" / "last.ckpt"), trainer)
+    a, b = runs[0][0], runs[3][0]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert len(runs[3][1].probe_cases) == 3 and not runs[0][1].probe_cases
+    assert "guidance/probe_g_mae" in runs[3][1].history[-1] and "guidance/probe_g_mae" not in runs[0][1].history[-1]

@@ -36,6 +36,7 @@ SAFE_RESUME_KEYS: dict[str, str] = {
     "train.early_stop_patience": "when to stop, not how to train",
     "quality.early_stop_patience": "when the predictor run stops",
     "runtime.progress": "display only",
+    "guidance.probe_cases": "a logged diagnostic at validation, not used in training",
     "runtime.accelerator": "the same run on other hardware (checkpoints load on any device)",
     "eval.": "the evaluation after training",
     "quality.eval_": "the predictor's evaluation after training",

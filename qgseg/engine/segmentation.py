@@ -11,7 +11,7 @@ from torch import nn
 from ..config import RunConfig
 from ..data.augment import intensity_augment, spatial_augment
 from ..data.case import Case
-from ..data.check import harmonise_run_cases
+from ..data.check import harmonise_channels, harmonise_run_cases
 from ..data.loading import load_cases
 from ..data.pool import (
     ImagePool,
@@ -98,6 +98,14 @@ class SegmentationTrainer(BaseTrainer):
             self.in_channels = harmonise_run_cases(labeled_cases, self.val_cases, self.fabric.print)
             self.labeled_bank = TensorBank.from_cases(labeled_cases, d.image_size, d.normalize, d.resize,
                                                       self.model_dims)
+        # the pseudolabel probe of guided runs: labeled cases spread over the list, scored as if unlabeled
+        n_probe = self.cfg.guidance.probe_cases if self.cfg.guidance.enabled else 0
+        picks = list(range(0, len(ids), max(1, len(ids) // n_probe)))[:n_probe] if n_probe > 0 else []
+        if lazy:
+            self.probe_cases = load_cases(ds, [ids[i] for i in picks], "loading probe cases", show) if picks else []
+            harmonise_channels(self.probe_cases, self.in_channels)
+        else:
+            self.probe_cases = [labeled_cases[i] for i in picks]
 
     def load_unlabeled_pool(self) -> ImagePool:
         """Unlabeled images (training-split remainder + unlabeled split + extra dataset), read lazily."""
@@ -163,6 +171,27 @@ class SegmentationTrainer(BaseTrainer):
 
             self._scorer = QualityScorer(critic.model, critic.meta, critic.model_device)
         return self._scorer
+
+    def probe_pseudolabels(self, scorer) -> dict[str, float]:
+        """Does g judge the pseudolabels it weights? The method's pseudolabel network
+        (:meth:`~qgseg.ssl.SegmentationMethod.pseudolabel_network`; the student for QAR alone) segments
+        the probe's labeled cases as if they were unlabeled, g scores those masks, and the scores meet
+        the true Dice: see :func:`~qgseg.guidance.probe_metrics` for what is logged. Why labeled cases:
+        only they have a truth; g was trained on their corrupted masks, not on these networks' outputs,
+        and ``g_mae_val`` gives the same check on validation cases g never saw."""
+        from ..guidance import probe_metrics
+
+        nets = self.raw_networks()
+        net = self.method.pseudolabel_network(nets) or nets["student"]
+        segmenter = Segmenter(net, self.spec, self.device)
+        predicted, true = [], []
+        for case in self.probe_cases:
+            mask = segmenter.predict(case)
+            true.append(foreground_dice(mask, case.label, len(self.classes)))
+            predicted.append(np.asarray(scorer.score(case, mask), dtype=np.float64))
+        g = self.cfg.guidance
+        return probe_metrics(np.stack(predicted), np.stack(true), g.qw_power, g.qw_threshold,
+                             per_class=g.qw_per_class, weighted=g.qw)
 
     def setup(self) -> None:
         super().setup()
@@ -292,6 +321,8 @@ class SegmentationTrainer(BaseTrainer):
                 p, t = np.array(pred_true).T
                 if p.std() > 0 and t.std() > 0:
                     metrics["guidance/g_spearman_val"] = float(spearmanr(p, t)[0])
+        if scorer is not None and self.probe_cases:
+            metrics.update({f"guidance/{k}": v for k, v in self.probe_pseudolabels(scorer).items()})
         # guidance statistics of the interval since the last validation (mean q, share kept, lambdas)
         metrics.update({f"{'ssl' if name == 'lambda' else 'guidance'}/{name}": float(np.mean(v))
                         for name, v in self._interval.items() if v})

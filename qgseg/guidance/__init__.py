@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .critic import QualityCritic
-from .wrapper import QualityGuidance, quality_weights
+from .wrapper import QualityGuidance, probe_metrics, quality_weights
 
-__all__ = ["QualityCritic", "QualityGuidance", "quality_weights", "build_run_method", "load_critic"]
+__all__ = ["QualityCritic", "QualityGuidance", "quality_weights", "probe_metrics", "build_run_method", "load_critic"]
 
 
 def load_critic(cfg: Any, run_data: Any, device: Any = "cpu") -> QualityCritic:

@@ -18,6 +18,7 @@ Both combine; with neither the wrapper is not built at all (guidance off is the 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,12 +26,38 @@ from ..config import GuidanceConfig
 from ..ssl.base import SegmentationMethod, StepOutput
 from .critic import QualityCritic
 
-__all__ = ["QualityGuidance", "quality_weights"]
+__all__ = ["QualityGuidance", "quality_weights", "probe_metrics"]
 
 
 def quality_weights(q: torch.Tensor, power: float, threshold: float) -> torch.Tensor:
     """``q^T * [q >= tau]`` element-wise."""
     return q.clamp(0, 1) ** power * (q >= threshold).to(q)
+
+
+def probe_metrics(predicted: np.ndarray, true: np.ndarray, power: float, threshold: float,
+                  per_class: bool = True, weighted: bool = True) -> dict[str, float]:
+    """How well g judged a set of pseudolabels whose true Dice is known: ``predicted`` and ``true``
+    are ``(N, K)`` (cases x foreground classes).
+
+    Returns ``probe_g_mae`` (mean |predicted - true|), ``probe_g_spearman`` (over every (case, class)
+    pair; absent when either side is constant), ``probe_dice`` (mean true Dice of the pseudolabels)
+    and, when ``weighted`` (-QW), ``probe_kept`` (share of weights > 0, per class or per case as
+    ``per_class`` says, as in training) and ``probe_dice_weighted`` (the mean true Dice under the
+    -QW weights; above ``probe_dice`` when the weights favour the better pseudolabels; NaN when
+    every weight is 0).
+    """
+    from scipy.stats import spearmanr
+
+    predicted, true = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
+    out = {"probe_g_mae": float(np.abs(predicted - true).mean()), "probe_dice": float(true.mean())}
+    if predicted.size > 2 and predicted.std() > 0 and true.std() > 0:
+        out["probe_g_spearman"] = float(spearmanr(predicted.ravel(), true.ravel())[0])
+    if weighted:
+        q = predicted if per_class else np.repeat(predicted.mean(1, keepdims=True), predicted.shape[1], 1)
+        w = quality_weights(torch.from_numpy(q), power, threshold).numpy()
+        out["probe_kept"] = float((w > 0).mean())
+        out["probe_dice_weighted"] = float((w * true).sum() / w.sum()) if w.sum() > 0 else float("nan")
+    return out
 
 
 class QualityGuidance(SegmentationMethod):
@@ -57,6 +84,9 @@ class QualityGuidance(SegmentationMethod):
 
     def after_optimizer_step(self, nets, iteration):
         self.method.after_optimizer_step(nets, iteration)
+
+    def pseudolabel_network(self, nets):
+        return self.method.pseudolabel_network(nets)
 
     def qar_lambda(self, iteration: int) -> float:
         if not self.cfg.qar:

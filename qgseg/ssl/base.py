@@ -210,6 +210,13 @@ class SegmentationMethod(nn.Module):
              iteration: int) -> StepOutput:
         raise NotImplementedError
 
+    def pseudolabel_network(self, nets: dict[str, nn.Module]) -> nn.Module | None:
+        """The network whose prediction is the student's pseudolabel (used by the pseudolabel probe of
+        guided runs, :meth:`~qgseg.engine.segmentation.SegmentationTrainer.probe_pseudolabels`).
+        Default: the student itself (self-training: PL-C, FixMatch) for a method that makes
+        pseudolabels, else ``None``; a teacher method returns its teacher, CPS the other network."""
+        return nets["student"] if self.makes_pseudolabels else None
+
     # ---------------------------------------------------------------- helpers for subclasses
     def ramp(self, iteration: int) -> float:
         """lambda(t) = unlabeled_weight * sigmoid ramp-up over ``rampup`` of the iterations."""

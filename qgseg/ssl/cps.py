@@ -26,6 +26,9 @@ class CrossPseudoSupervision(SegmentationMethod):
     default_weight = 0.1
     Params = CPSParams
 
+    def pseudolabel_network(self, nets):
+        return nets["student_b"]  # network B's hard prediction is the student's (A's) pseudolabel
+
     def step(self, nets, labeled, unlabeled, iteration):
         a, b = nets["student"], nets["student_b"]
         sup = self.supervised(a(labeled.image), labeled.label) + self.supervised(b(labeled.image), labeled.label)

@@ -36,5 +36,8 @@ class TeacherMethod(SegmentationMethod):
         conf, pseudo = F.softmax(self.teacher(image).float(), 1).max(1)
         return pseudo, (conf >= confidence).float()
 
+    def pseudolabel_network(self, nets):
+        return self.teacher if self.makes_pseudolabels else None
+
     def after_optimizer_step(self, nets, iteration):
         ema_update(self.teacher, nets["student"], self.ema_decay(iteration))
