@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,8 +14,6 @@ from qgseg.data.io import DataError
 from qgseg.data.run_data import prepare_run_data
 from qgseg.engine import Interrupted, load_checkpoint
 from qgseg.engine.segmentation import SegmentationTrainer
-import numpy as np
-
 from qgseg.guidance import QualityCritic, QualityGuidance, build_run_method, probe_metrics, quality_weights
 from qgseg.models import build_model
 from qgseg.ssl import METHODS, Batch, UnlabeledBatch, build_method
