@@ -45,6 +45,19 @@ def add_validation_args(parser) -> None:
     parser.add_argument("--seed", type=int, default=4321, help="synthetic-mask seed (not the runs' eval seed)")
 
 
+def qgseg_cli(args: list[str], log: Path) -> None:
+    """Run ``qgseg ARGS`` (one thread unless OMP_NUM_THREADS says otherwise), appending its output to
+    ``log``; exit with one line naming the log when it fails."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with open(log, "a") as fh:
+        code = subprocess.run([sys.executable, "-m", "qgseg.cli.main", *args], stdout=fh, stderr=subprocess.STDOUT,
+                              env=env, check=False).returncode
+    if code != 0:
+        raise SystemExit(f"qgseg {' '.join(args[:2])} failed (exit {code}); see {log}")
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, qgseg_cli, write_result  # noqa: E402
 
 RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
 METHODS = ("mt-qw", "qar")
@@ -35,15 +33,6 @@ def backbone_overrides(name: str) -> list[str]:
     if name in RESNETS:
         return [f"quality.depth={RESNETS[name]}"]  # the preset's quarter width and truth-map decoder
     return [f"quality.backbone={name}", "quality.truth_map_weight=0", "quality.width=null"]
-
-
-def _cli(args: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    with open(log, "a") as fh:
-        code = subprocess.run([sys.executable, "-m", "qgseg.cli.main", *args], stdout=fh, stderr=subprocess.STDOUT,
-                              env=env, check=False).returncode
-    if code != 0:
-        raise SystemExit(f"{' '.join(args[:2])} failed (exit {code}); see {log}")
 
 
 def collect(quality_run: Path, grid: Path, seeds: list[str]) -> dict:
@@ -85,11 +74,11 @@ def main() -> None:
         t0 = time.time()
         if not (qdir / "eval" / "quality_eval.json").is_file():
             resume = ["--resume"] if (qdir / "checkpoints" / "last.ckpt").is_file() else ["--overwrite"]
-            _cli(["quality", "train", "ssl_ph2", "--data-root", args.data_root, "--output-dir", str(out_dir),
+            qgseg_cli(["quality", "train", "ssl_ph2", "--data-root", args.data_root, "--output-dir", str(out_dir),
                   "--name", f"q_{name}", *resume, "--set", "runtime.progress=false",
                   *[x for o in backbone_overrides(name) for x in ("--set", o)]], log)
         q_wall = time.time() - t0
-        _cli(["compare", "ssl_ph2", "--methods", ",".join(METHODS), "--seeds", args.seeds, "--jobs", "1",
+        qgseg_cli(["compare", "ssl_ph2", "--methods", ",".join(METHODS), "--seeds", args.seeds, "--jobs", "1",
               "--predictor", str(qdir / "checkpoints" / "best.ckpt"), "--data-root", args.data_root,
               "--output-dir", str(out_dir), "--name", f"grid_{name}"], log)
         results[name] = {**collect(qdir, out_dir / f"grid_{name}", seeds), "trained_here": True,

@@ -53,6 +53,9 @@ class DataConfig:
     test_split: str = "test"
     unlabeled_split: str | None = "unlabeled"
     unlabeled: str | None = None  # extra folder/dataset of unlabeled images
+    # at most this many unlabeled images (pool-size studies): a fixed random subset (data.split_seed) of the
+    # whole pool; subsets of one seed are nested (the 250 are among the 500)
+    unlabeled_limit: int | None = None
     labeled: float | None = None  # int >= 1: number of labeled groups (first in order); fraction < 1: of groups
     split_sizes: dict[str, float] | None = None  # used when the data has no predefined splits
     split_seed: int = 0
@@ -476,7 +479,7 @@ _POSITIVE = ("train.iterations", "train.batch_size", "train.val_every", "train.c
              "quality.masks_per_image", "quality.val_every_epochs", "quality.early_stop_patience",
              "quality.eval_masks_per_image", "quality.weak_folds", "quality.weak_iterations_per_epoch",
              "eval.sw_batch_size", "data.max_cases", "data.labeled", "runtime.num_nodes", "runtime.threads", "ssl.pool_cache_mb",
-             "data.labeled_cache_mb",
+             "data.labeled_cache_mb", "data.unlabeled_limit",
              "quality.pretrain.batch_size", "ssl.pool_prefetch")
 #: ... and those that must be >= 0 (a learning rate of 0 freezes the weights: allowed, e.g. to test selection).
 _NON_NEGATIVE = ("train.lr", "quality.lr", "train.weight_decay", "train.warmup", "quality.weight_decay",

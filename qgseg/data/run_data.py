@@ -39,6 +39,8 @@ class RunData:
     test: list[str]
     unlabeled: list[str] = field(default_factory=list)
     unlabeled_dataset: SegDataset | None = None
+    # the extra dataset's ids in the pool (``data.unlabeled_limit``); None: all of them
+    extra_ids: list[str] | None = None
     split_sources: dict[str, str] = field(default_factory=dict)
     split_seed: int | None = None
     split_names: dict[str, str] = field(default_factory=lambda: {r: r for r in ROLES})
@@ -50,9 +52,19 @@ class RunData:
     def classes(self) -> list[str]:
         return self.dataset.classes
 
+    @property
+    def extra_unlabeled_ids(self) -> list[str]:
+        """The extra unlabeled dataset's ids this run uses (all unless ``data.unlabeled_limit`` chose some)."""
+        if self.unlabeled_dataset is None:
+            return []
+        return list(self.unlabeled_dataset.ids) if self.extra_ids is None else list(self.extra_ids)
+
     def describe(self) -> str:
         extra = self.unlabeled_dataset
-        pool = f" (+ {len(extra)} in {extra.name})" if extra is not None else ""
+        pool = ""
+        if extra is not None:
+            used = len(self.extra_unlabeled_ids)
+            pool = f" (+ {used}{'' if used == len(extra) else f' of {len(extra)}'} in {extra.name})"
         return (f"{self.dataset.name}: {len(self.labeled)} labeled, {len(self.unlabeled)} unlabeled{pool}, "
                 f"{len(self.val)} val, {len(self.test)} test cases; classes {self.classes}")
 
@@ -245,11 +257,31 @@ def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunDat
         unlabeled = unlabeled[:cfg.max_cases]
     if not labeled:
         raise DataError(f"no labeled training cases (split '{cfg.train_split}')", ds.root)
+    extra_ids = None
+    if cfg.unlabeled_limit is not None:
+        unlabeled, extra_ids = limit_unlabeled(unlabeled, list(extra.ids) if extra is not None else [],
+                                               cfg.unlabeled_limit, cfg.split_seed)
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
-    run = RunData(ds, labeled, val, test, unlabeled, extra, split_sources=sources, split_seed=cfg.split_seed,
-                  split_names=names, split_notes=notes, skipped=skipped, source=str(Path(source).resolve()))
+    run = RunData(ds, labeled, val, test, unlabeled, extra, extra_ids, split_sources=sources,
+                  split_seed=cfg.split_seed, split_names=names, split_notes=notes, skipped=skipped, source=str(Path(source).resolve()))
     check_no_leak(run)
     return run
+
+
+def limit_unlabeled(unlabeled: list[str], extra_ids: list[str], limit: int,
+                    seed: int) -> tuple[list[str], list[str] | None]:
+    """At most ``limit`` of the pool ``unlabeled + extra_ids``: a random subset drawn with ``seed``,
+    in the pool's order. The draw is a prefix of one permutation of the pool, so for one seed a smaller
+    limit keeps a subset of a larger one. Returns ``(unlabeled, extra_ids)``; ``extra_ids`` is None
+    when the limit keeps the whole pool."""
+    import numpy as np
+
+    n = len(unlabeled) + len(extra_ids)
+    if limit >= n:
+        return unlabeled, None
+    keep = set(np.random.default_rng(seed).permutation(n)[:limit].tolist())
+    return ([i for k, i in enumerate(unlabeled) if k in keep],
+            [i for k, i in enumerate(extra_ids, start=len(unlabeled)) if k in keep])
 
 
 def require_validation(run: RunData, select: str | None = "best") -> None:
@@ -285,6 +317,7 @@ def splits_record(run: RunData) -> dict[str, Any]:
         **{role: list(ids) for role, ids in roles.items()},
         "groups": {role: sorted({group_of(ds, i) for i in ids}) for role, ids in roles.items()},
         "unlabeled_dataset": None if run.unlabeled_dataset is None else str(Path(run.unlabeled_dataset.root).resolve()),
+        "unlabeled_dataset_ids": run.extra_ids,  # None: all of them
         "skipped": [{"path": p.path, "problem": p.message} for p in run.skipped],
     }
 

@@ -113,7 +113,7 @@ class SegmentationTrainer(BaseTrainer):
         sources = [(self.data.dataset, i) for i in self.data.unlabeled]
         extra = self.data.unlabeled_dataset
         if extra is not None:
-            sources += [(extra, i) for i in extra.ids]
+            sources += [(extra, i) for i in self.data.extra_unlabeled_ids]
         if not sources:
             raise ValueError("the method needs unlabeled data but the run has none "
                              "(set data.labeled to a subset, or data.unlabeled to a folder)")

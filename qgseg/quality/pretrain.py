@@ -143,8 +143,8 @@ def pretrain_images(cfg: RunConfig, data: RunData | None = None):
     counts = {"labeled": len(data.labeled), "unlabeled": len(data.unlabeled), "extra_pool": 0}
     if data.unlabeled_dataset is not None:
         extra = data.unlabeled_dataset
-        sources += [(extra, i) for i in extra.ids]
-        counts["extra_pool"] = len(extra.ids)
+        sources += [(extra, i) for i in data.extra_unlabeled_ids]
+        counts["extra_pool"] = len(data.extra_unlabeled_ids)
     size = predictor_size(cfg)
     pool = ImagePool(sources, size, cfg.data.normalize, resize=True, model_dims=len(size),
                      cache_mb=cfg.ssl.pool_cache_mb, channels=None)
