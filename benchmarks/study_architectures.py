@@ -1,0 +1,159 @@
+"""Issue 14, second axis: segmentation architectures on PH2 and ACDC-3 (the study's protocols).
+
+    OMP_NUM_THREADS=1 python benchmarks/study_architectures.py ph2 --archs unet++,attention-unet,swin-unetr \\
+        --seeds 0 --data-root ../shared/data
+    python benchmarks/study_architectures.py ph2 acdc3 --report-only
+
+For each setting and architecture: SUP, the setting's best unguided method of the study and its
+guided variant (PH2: MT and MT-QW; ACDC-3: FixMatch and FixMatch-QW; ``--methods`` overrides), each a
+``qgseg compare`` grid with ``model.name`` (and the widths below) changed and the study's quality
+predictor (the predictor judges masks, not networks, so one predictor per setting serves every
+architecture). U-Net is the study's own grid (``--base-grid``). Runs go to ``--output-dir``
+(resumable). Writes ``benchmarks/results/study_architectures.{json,md,png}``.
+
+Widths (CPU-sized, documented in docs/benchmarks.md): U-Net++ 8..128 (0.57 M parameters; at the U-Net's
+widths it costs ~11x a U-Net step); Attention U-Net the U-Net's; SwinUNETR ``feature_size`` 12 (MONAI's
+smallest multiple of 12; image sides 96 and 128 are multiples of 32 as it needs). Measured forward +
+backward of 24 images on one (shared) thread, 96 / 128 px: U-Net 0.24 / 0.48 s, U-Net++ 1.25 / 2.35 s,
+Attention U-Net 0.65 / 1.48 s, SwinUNETR 1.30 / 2.73 s: the three others exceed the study's ~12 minutes
+per run on one thread (2-5x a U-Net run), so this axis is meant for a GPU or a long CPU session.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA_ROOT, RESULTS, qgseg_cli, write_result  # noqa: E402
+
+# setting -> preset, study grid (U-Net), predictor, default methods (SUP, best unguided, its guided variant)
+SETTINGS = {
+    "ph2": {"preset": "ssl_ph2", "grid": "runs/bench/ssl_ph2_grid", "predictor": "runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
+            "methods": ["sup", "mt", "mt-qw"], "overrides": []},
+    "acdc3": {"preset": "ssl_acdc", "grid": "runs/bench/ssl_acdc3_grid",
+              "predictor": "runs/bench/q_ssl_acdc/checkpoints/best.ckpt", "methods": ["sup", "fixmatch", "fixmatch-qw"],
+              "overrides": []},
+}
+ARCH_OVERRIDES = {
+    "unet++": {"ph2": ["model.features=[8,16,32,64,128]"], "acdc3": ["model.features=[8,16,32,64,128]"]},
+    "attention-unet": {"ph2": [], "acdc3": []},
+    "swin-unetr": {"ph2": ["model.features=[12]"], "acdc3": ["model.features=[12]"]},
+}
+ARCHS = ["unet", *ARCH_OVERRIDES]
+
+
+def _methods_rows(grid: Path, methods: list[str], seeds: list[str] | None) -> dict:
+    path = grid / "comparison.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())["methods"]
+    out = {}
+    for m in methods:
+        r = data.get(m) or {}
+        per_seed = {k: float(v) for k, v in r.get("per_seed", {}).items() if seeds is None or k in seeds}
+        if per_seed:
+            vals = list(per_seed.values())
+            out[m] = {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                      "seeds": sorted(int(k) for k in per_seed), "per_seed": per_seed, "wall_s": r.get("wall_s")}
+    return out
+
+
+def collect(settings: list[str], args) -> dict:
+    seeds = [s.strip() for s in args.seeds.split(",")]
+    out: dict = {}
+    for s in settings:
+        spec = SETTINGS[s]
+        methods = args.methods.split(",") if args.methods else spec["methods"]
+        rows = {}
+        for arch in ARCHS:
+            # U-Net: the study grid on the seeds asked for, so every architecture is compared on the same seeds
+            grid = Path(spec["grid"]) if arch == "unet" else Path(args.output_dir) / f"{s}_{arch}"
+            found = _methods_rows(grid, methods, seeds)
+            if found:
+                rows[arch] = found
+        out[s] = rows
+    return out
+
+
+def plot(data: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5 * len(data), 3.4))
+    FigureCanvasAgg(fig)
+    for k, (setting, rows) in enumerate(data.items(), start=1):
+        ax = fig.add_subplot(1, len(data), k)
+        archs = list(rows)
+        methods = sorted({m for r in rows.values() for m in r}, key=lambda m: (m != "sup", "-qw" in m, m))
+        width = 0.8 / max(1, len(methods))
+        for j, m in enumerate(methods):
+            xs = [i + (j - (len(methods) - 1) / 2) * width for i, a in enumerate(archs) if m in rows[a]]
+            ys = [rows[a][m]["dice"] for a in archs if m in rows[a]]
+            errs = [rows[a][m]["dice_std"] or 0 for a in archs if m in rows[a]]
+            ax.bar(xs, ys, width, yerr=errs, label=m)
+        ax.set_xticks(range(len(archs)), archs, fontsize=8)
+        lo = min((r[m]["dice"] for r in rows.values() for m in r), default=0)
+        ax.set_ylim(max(0, lo - 0.1), None)
+        ax.set_title(setting)
+        ax.set_ylabel("test Dice")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="+", choices=sorted(SETTINGS))
+    parser.add_argument("--archs", default=",".join(ARCH_OVERRIDES), help="architectures to train (U-Net is the study grid)")
+    parser.add_argument("--methods", default=None, help="override the setting's SUP,best unguided,guided")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--output-dir", default="runs/bench/architectures")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    start = time.time()
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in ARCH_OVERRIDES]
+    if unknown:
+        raise SystemExit(f"unknown architecture {unknown}; choose from {', '.join(ARCH_OVERRIDES)}")
+    if not args.report_only:
+        for s in args.settings:
+            spec = SETTINGS[s]
+            methods = args.methods or ",".join(spec["methods"])
+            for arch in archs:
+                sets = [f"model.name={arch}", *ARCH_OVERRIDES[arch][s], *spec["overrides"]]
+                t0 = time.time()
+                qgseg_cli(["compare", spec["preset"], "--methods", methods, "--seeds", args.seeds, "--jobs", "1",
+                           "--predictor", spec["predictor"], "--data-root", args.data_root, "--output-dir", str(out_dir),
+                           "--name", f"{s}_{arch}", *[x for o in sets for x in ("--set", o)]],
+                          out_dir / f"{s}_{arch}.log")
+                print(f"{s} {arch}: done in {time.time() - t0:.0f} s", flush=True)
+    data = collect(args.settings, args)
+    rows = []
+    for s, by_arch in data.items():
+        for arch, methods in by_arch.items():
+            cells = "; ".join(f"{m} {r['dice']:.4f}" + (f" ± {r['dice_std']:.4f}" if r["dice_std"] else "")
+                              + f" (n={len(r['seeds'])})" for m, r in methods.items())
+            rows.append((f"{s} {arch}", cells))
+    result = {"settings": data, "seeds": args.seeds, "wall_s": time.time() - start,
+              "widths": ARCH_OVERRIDES,
+              "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
+                           "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
+                           f"seeds {args.seeds}; U-Net from the study grid on the same seeds; CPU, one thread per run")}
+    path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)")
+    if rows:
+        plot(data, RESULTS / "study_architectures.png")
+        with open(RESULTS / "study_architectures.md", "a") as fh:
+            fh.write("\n![architectures](study_architectures.png)\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
