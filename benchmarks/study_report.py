@@ -14,12 +14,18 @@ hand-written and kept; a missing file is created from a short template):
 * a paired test across seeds and settings per guidance mechanism (QW, QAR, QW+QAR): Wilcoxon
   signed-rank over every (setting, guided variant, seed) pair of guided vs base Dice;
 * best guided vs best unguided per setting (the issue's goal: +1 Dice point);
+* how well the predictor g judged each guided run (its ``diagnostics``: validation predictions, the
+  pseudolabel probe, the share -QW kept, QC of the test predictions);
+* when their files exist in the results folder: the predictor backbones (``study_backbones_ph2.json``),
+  the ablations (``study_ablations_ph2.json``, one table per axis) and the architectures
+  (``study_architectures.json``), each with its plot when there is one;
 * the exact commands behind every number, and the parts of the study not run yet.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,8 @@ from typing import Any
 import numpy as np
 
 # the variant grammar (METHOD[-qw][+qar], qar) of qgseg compare; importing it loads no torch
-from qgseg.compare import _parse
+from qgseg.compare import _parse, base_of
+from qgseg.data.io import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -40,18 +47,24 @@ SETTING_TITLES = {"ph2": "PH2", "colondb": "CVC-ColonDB", "acdc3": "ACDC-3", "ac
 STUDY_METHODS = ["sup", "pl-c", "pl-qw", "mt", "mt-qw", "cps", "cps-qw", "fixmatch", "fixmatch-qw", "bcp", "bcp-qw",
                  "qar", "mt-qw+qar"]
 MECHANISMS = {"QW": (True, False), "QAR": (False, True), "QW+QAR": (True, True)}
-# Parts of issue 14 that this report cannot tabulate yet (no result files for them).
+# Parts of issue 14 without a result file of their own yet; the other parts are listed by
+# not_tabulated() from the files present.
 NOT_TABULATED = [
     "PH2 extras: PL-T, UA-MT(-QW), ICT(-QW), CL(-QW)",
-    "architectures (U-Net, U-Net++, Attention U-Net, SwinUNETR 2D) on PH2 and ACDC-3",
-    "predictor backbones (ResNet-10/18/34, a non-ResNet MONAI backbone) on PH2",
-    ("ablations on PH2: lambda_qar, -QW power T and threshold tau, masks per image K, share of weak-network "
-    "masks, unlabeled pool size"),
-    ("the predictor's MAE / Spearman against the true Dice of the pseudolabels it weighted, per guided run "
-    "(the grids log g's error on the student's validation predictions, `diagnostics` in each result)"),
-    "overlays of the test cases where guidance changed the result most, and the plots of each table",
     "the same grid at full size on a GPU",
 ]
+# The ablation grid of issue 14 (item 4): the values each axis of study_ablations_ph2.json should have.
+ABLATION_VALUES = {"lambda_qar": [0, 0.01, 0.05, 0.1, 0.2], "qw_power": [1, 2, 4], "qw_threshold": [0, 0.5, 0.7],
+                   "masks_per_image": [10, 20, 50], "weak_probability": [0, 0.15, 0.5],
+                   "unlabeled_pool": [250, 500, 1500]}
+BACKBONE_ORDER = ["resnet10", "resnet18", "resnet34"]
+# Result files of the study's other axes, read from the results folder when present.
+EXTRA_FILES = {"study_backbones_ph2.json": "Predictor backbones", "study_ablations_ph2.json": "Ablations",
+               "study_architectures.json": "Architectures"}
+# Columns of the judge table: diagnostics keys shown in one cell, and what joins them.
+JUDGE_CELLS = [(("g_mae_val", "g_spearman_val"), " / "), (("probe_g_mae", "probe_g_spearman"), " / "),
+               (("probe_dice", "probe_dice_weighted"), " -> "), (("kept",), ""),
+               (("qc_test_mae", "qc_test_spearman"), " / ")]
 TEMPLATE = f"""# Benchmarks
 
 Hand-written text goes outside the generated block below; `python benchmarks/study_report.py`
@@ -69,25 +82,64 @@ def load_settings(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
         for stem in (f"study_{s}", f"ssl_{s}"):
             path = results / f"{stem}.json"
             if path.is_file():
-                found[s] = (path, json.loads(path.read_text()))
+                found[s] = (path, read_result(path))
                 break
     return found
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when there is no such file, DataError when it is not valid JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:  # e.g. a result file caught half written
+        raise DataError(f"not a valid JSON result file ({err})", path) from err
 
 
 def _done(row: dict[str, Any] | None) -> bool:
     return bool(row) and row.get("dice") is not None
 
 
-def _cell(row: dict[str, Any] | None, hd95: bool) -> str:
+def _cell(row: dict[str, Any] | None, hd95: bool, all_seeds: bool = False) -> str:
+    """Dice ± std (no std when the file has none, e.g. one seed), HD95, wall s, and the seeds when not 3
+    (always when ``all_seeds``)."""
     if not _done(row):
         return "failed" if row and row.get("failed") else "not run"
-    text = f"{row['dice']:.4f} ± {(row.get('dice_std') or 0):.4f}"
+    text = f"{row['dice']:.4f}" + (f" ± {row['dice_std']:.4f}" if row.get("dice_std") is not None else "")
     if hd95 and row.get("hd95") is not None:
         text += f", HD95 {row['hd95']:.1f}"
     if row.get("wall_s") is not None:
         text += f" ({row['wall_s']:.0f} s)"
-    n = len(row.get("seeds") or [])
-    return text + (f" [{n} seed{'s' if n != 1 else ''}]" if n != 3 else "")
+    n = len(row.get("seeds") or row.get("per_seed") or [])
+    return text + (f" [{n} seed{'s' if n != 1 else ''}]" if n != 3 or all_seeds else "")
+
+
+def _numbers(values: dict[str, Any], keys: tuple[str, ...], sep: str = " / ", fmt: str = ".3f") -> str:
+    """``values[k]`` for ``keys`` joined by ``sep``; empty when none is there, "n/a" for a missing one."""
+    if all(values.get(k) is None for k in keys):
+        return ""
+    return sep.join(format(values[k], fmt) if values.get(k) is not None else "n/a" for k in keys)
+
+
+def _seed_list(seeds: Any) -> list[str]:
+    """Seeds written as a list or as the command line's comma-separated string."""
+    if isinstance(seeds, str):
+        return [s.strip() for s in seeds.split(",") if s.strip()]
+    return [str(s) for s in seeds or []]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Axis values compared as numbers when both are (0.1 from JSON equals 0.1 in ABLATION_VALUES)."""
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _plot(results: Path, name: str, alt: str) -> list[str]:
+    """A markdown link to ``results/name`` from docs/, when the plot exists."""
+    return [f"![{alt}](../benchmarks/results/{name})", ""] if (results / name).is_file() else []
 
 
 def paired_pairs(data: dict[str, tuple[Path, dict[str, Any]]], qw: bool, qar: bool) -> list[tuple[str, str, int, float]]:
@@ -126,9 +178,182 @@ def best(methods: dict[str, Any], guided: bool) -> str | None:
     return max(names, key=lambda v: methods[v]["dice"]) if names else None
 
 
-def report_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
-    """The generated block: every table of the study from the settings' results."""
+def _order(variants: Any) -> list[str]:
+    """Variants in the study's table order, others after them by name."""
+    return sorted(set(variants), key=lambda v: (STUDY_METHODS.index(v) if v in STUDY_METHODS else len(STUDY_METHODS), v))
+
+
+def _value(v: Any) -> str:
+    return format(v, "g") if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _value_key(v: Any) -> tuple[float, str]:
+    try:
+        return float(v), ""
+    except (TypeError, ValueError):
+        return math.inf, str(v)
+
+
+def judge_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
+    """How well g judged each guided run: one row per (setting, guided variant) with ``diagnostics``."""
+    rows = []
+    for s, (_, res) in data.items():
+        methods = res.get("methods", {})
+        for v in _order(methods):
+            diag = (methods[v] or {}).get("diagnostics")
+            if diag and any(_parse(v)[1:]):
+                rows.append(f"| {SETTING_TITLES[s]} | {v} | "
+                            + " | ".join(_numbers(diag, keys, sep) for keys, sep in JUDGE_CELLS) + " |")
+    if not rows:
+        return []
+    return ["", "### Does the predictor judge the students?", "",
+            ("g's MAE / Spearman against the true Dice of the student's validation predictions; then the probe: at "
+             "each validation the method's pseudolabel network (the teacher of MT / BCP, CPS's other network, otherwise the "
+             "student) segments up to 16 labeled cases as if they were unlabeled and g scores those pseudolabels "
+             "(MAE / Spearman against their true Dice; their mean true Dice plain -> weighted by -QW's weights); "
+             "the share of pseudolabel weights -QW kept in training; g's QC of the final model's test predictions. "
+             "Values are means over a run's validations, then over seeds."),
+            "", "The probe columns exist only for runs trained after commit 5dc5827 (empty otherwise).", "",
+            ("| setting | variant | g on validation MAE / Spearman | g on pseudolabels MAE / Spearman | "
+             "pseudolabel Dice plain -> -QW-weighted | kept | QC of test MAE / Spearman |"),
+            "|---|---|---|---|---|---|---|", *rows]
+
+
+def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
+    """The predictor backbones table of ``study_backbones_ph2.json`` (nothing when absent)."""
+    if not res:
+        return []
+    backbones = res.get("backbones") or {}
+    names = [b for b in BACKBONE_ORDER if b in backbones] + sorted(set(backbones) - set(BACKBONE_ORDER))
+    lines = ["", "### Predictor backbones (PH2)", "",
+             ("Phase-1 predictor per backbone: its accuracy on the fixed PH2 test masks (MAE, Spearman, AUROC of "
+              "flagging Dice < 0.7) and on synthetic masks of the test images, and the test Dice of MT-QW and QAR "
+              "guided by it."), "", *_plot(results, "study_backbones_ph2.png", "predictor backbones"),
+             ("| backbone | fixed test masks MAE / Spearman / AUROC(0.7) | synthetic MAE / Spearman | MT-QW Dice | "
+              "QAR Dice | seeds |"), "|---|---|---|---|---|---|"]
+    for b in names:
+        r = backbones[b]
+        seeds = sorted({k for m in ("mt-qw", "qar") for k in ((r.get(m) or {}).get("per_seed") or {})},
+                       key=lambda k: (len(k), k)) or _seed_list(res.get("seeds"))
+        lines.append(f"| {b} | {_numbers(r, ('fixed_mae', 'fixed_spearman', 'fixed_auroc_0.7'))} | "
+                     f"{_numbers(r, ('synthetic_mae', 'synthetic_spearman'))} | "
+                     f"{_numbers(r.get('mt-qw') or {}, ('dice',), fmt='.4f')} | "
+                     f"{_numbers(r.get('qar') or {}, ('dice',), fmt='.4f')} | {', '.join(seeds)} |")
+    return lines
+
+
+def ablation_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
+    """One table per axis of ``study_ablations_ph2.json`` (nothing when absent)."""
+    if not res:
+        return []
+    lines = ["", "### Ablations (PH2)", "",
+             ("One setting changed at a time from the PH2 protocol; test Dice ± std over seeds [seeds], and the "
+              "phase-1 predictor's MAE / Spearman on the fixed PH2 test masks where the axis retrains it."), "",
+             *_plot(results, "study_ablations_ph2.png", "ablations")]
+    for axis, a in (res.get("axes") or {}).items():
+        rows = a.get("rows") or []
+        lines += [f"#### {a.get('title') or axis}", "",
+                  f"`{a.get('key', '?')}` on {a.get('variant', '?')}, default {_value(a.get('default'))}.", ""]
+        if not rows:
+            lines += ["not run yet", ""]
+            continue
+        methods = _order(m for r in rows for m in (r.get("methods") or {}))
+        predictor = any(r.get("predictor") for r in rows)
+        lines += ["| value | " + " | ".join(methods) + (" | predictor MAE / Spearman |" if predictor else " |"),
+                  "|---|" + "---|" * (len(methods) + predictor)]
+        for r in sorted(rows, key=lambda r: _value_key(r.get("value"))):
+            cells = [_cell((r.get("methods") or {}).get(m), False, all_seeds=True) for m in methods]
+            if predictor:
+                cells.append(_numbers(r.get("predictor") or {}, ("fixed_mae", "fixed_spearman")))
+            label = _value(r.get("value")) + (" (default)" if _same(r.get("value"), a.get("default")) else "")
+            label += f" ({r['note']})" if r.get("note") else ""
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def ablations_missing(res: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{axis: values not run}``: an axis of the file is matched to ABLATION_VALUES by key or title, and
+    its own ``values`` list, when it has one, is what it should cover; an axis without rows is listed
+    (with no values when none is known) and so is an axis of ABLATION_VALUES the file lacks."""
+    def names(key: str, a: dict[str, Any]) -> set[str]:
+        return {str(n).strip().lower().replace(" ", "_") for n in (key, a.get("title")) if n}
+
+    axes = res.get("axes") or {}
+    missing = {}
+    for key, a in axes.items():
+        known = sorted(names(key, a) & set(ABLATION_VALUES))
+        values = a.get("values") or (ABLATION_VALUES[known[0]] if known else [])
+        rows = a.get("rows") or []
+        left = [v for v in values if not any(_same(v, r.get("value")) for r in rows)]
+        if left or not rows:
+            missing[known[0] if known else (a.get("title") or key)] = left
+    for axis, values in ABLATION_VALUES.items():
+        if not any(axis in names(key, a) for key, a in axes.items()):
+            missing[axis] = list(values)
+    return missing
+
+
+def architecture_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
+    """One table per setting of ``study_architectures.json`` (nothing when absent)."""
+    if not res:
+        return []
+    lines = ["", "### Architectures", "",
+             ("Segmentation network per row (same protocol otherwise): test Dice ± std over seeds, and each guided "
+              "variant's difference to its own base method."), "", *_plot(results, "study_architectures.png", "architectures")]
+    lines = lines[:-1] if lines[-1] == "" else lines
+    for s, archs in (res.get("settings") or {}).items():
+        methods = _order(m for row in archs.values() for m in row)
+        guided = [m for m in methods if base_of(m) in methods]
+        lines += ["", f"#### {SETTING_TITLES.get(s, s)}", "",
+                  "| architecture | " + " | ".join(methods) + " | guided - base |", "|---|" + "---|" * (len(methods) + 1)]
+        for arch, row in archs.items():
+            diffs = [f"{m} {row[m]['dice'] - row[base_of(m)]['dice']:+.4f}" for m in guided
+                     if _done(row.get(m)) and _done(row.get(base_of(m)))]
+            lines.append(f"| {arch} | " + " | ".join(_cell(row.get(m), s.startswith("acdc")) for m in methods)
+                         + f" | {'; '.join(diffs)} |")
+    return lines
+
+
+def not_tabulated(results: Path, backbones: dict[str, Any] | None, ablations: dict[str, Any] | None,
+                  architectures: dict[str, Any] | None) -> list[str]:
+    """The parts of issue 14 beyond the settings' grids that the result files do not cover yet."""
+    items = []
+    if architectures is None:
+        items.append("architectures (U-Net, U-Net++, Attention U-Net, SwinUNETR 2D) on PH2 and ACDC-3")
+    if backbones is None:
+        items.append("predictor backbones (ResNet-10/18/34, a non-ResNet MONAI backbone) on PH2")
+    elif len(seeds := _seed_list(backbones.get("seeds"))) < 3:
+        items.append(f"predictor backbones: more seeds (seeds {', '.join(seeds) or 'none'} so far)")
+    if ablations is None:
+        items.append("ablations on PH2: lambda_qar, -QW power T and threshold tau, masks per image K, share of "
+                     "weak-network masks, unlabeled pool size")
+    elif missing := ablations_missing(ablations):
+        items.append("ablations on PH2, values not run: " + "; ".join(
+            f"{axis} {', '.join(_value(v) for v in values)}" if values else f"{axis} (no rows)"
+            for axis, values in missing.items()))
+    no_figures = [SETTING_TITLES[s] for s in SETTINGS if not (results / f"study_{s}_figures").is_dir()]
+    if no_figures:
+        items.append("overlays of the test cases where guidance changed the result most "
+                     "(`benchmarks/study_overlays.py`): " + ", ".join(no_figures))
+    no_plot = [title for title, res, png in (("predictor backbones", backbones, "study_backbones_ph2.png"),
+                                             ("ablations", ablations, "study_ablations_ph2.png"),
+                                             ("architectures", architectures, "study_architectures.png"))
+               if res is not None and not (results / png).is_file()]
+    if no_plot:
+        many = len(no_plot) > 1
+        items.append(f"plot{'s' * many} of the " + " and ".join(filter(None, [", ".join(no_plot[:-1]), no_plot[-1]]))
+                     + f" table{'s' * many}")
+    return items + NOT_TABULATED
+
+
+def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
+    """The generated block: every table of the study from the settings' results, and the backbone,
+    ablation and architecture files of ``results`` (default: the folder of the settings' files)."""
     cols = [s for s in SETTINGS if s in data]
+    results = results or (next(iter(data.values()))[0].parent if data else RESULTS)
+    extra_files = {name: read_result(results / name) for name in EXTRA_FILES}
+    backbones, ablations, architectures = extra_files.values()
     lines = ["## Results (generated)", "",
              "Generated by `python benchmarks/study_report.py` from "
              + (", ".join(f"`benchmarks/results/{data[s][0].name}`" for s in cols) or "no result file yet") + "."]
@@ -190,6 +415,8 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
                          f"{d:+.4f} | {'yes' if d >= 0.01 else 'no'} |")
         else:
             lines.append(f"| {SETTING_TITLES[s]} | {bu or ''} | {bg or ''} | | not enough runs |")
+    lines += judge_lines(data) + backbone_lines(backbones, results) + ablation_lines(ablations, results)
+    lines += architecture_lines(architectures, results)
 
     lines += ["", "### Not run yet", ""]
     for s in SETTINGS:
@@ -204,7 +431,7 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
             lines.append(f"- {SETTING_TITLES[s]}: " + "; ".join(
                 ([f"not run: {', '.join(absent)}"] if absent else []) + ([f"partial: {', '.join(partial)}"]
                                                                           if partial else [])) + ".")
-    lines += [f"- {item}." for item in NOT_TABULATED]
+    lines += [f"- {item}." for item in not_tabulated(results, backbones, ablations, architectures)]
 
     lines += ["", "### Commands behind each number", "",
               ("Each column comes from one `qgseg compare` grid (resumable: rerunning skips finished runs); the "
@@ -215,6 +442,10 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
                   f"  `{res.get('command', '?')}`", f"  grid: `{res.get('compare_command', '?')}`"]
         if res.get("note"):
             lines.append(f"  note: {res['note']}")
+    for name, res in extra_files.items():
+        if res:
+            lines += [f"- {EXTRA_FILES[name]} (`{name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
+                      f"  `{res.get('command', '?')}`"] + ([f"  note: {res['note']}"] if res.get("note") else [])
     lines += ["- this report: `python benchmarks/study_report.py`"]
     return lines
 
@@ -226,7 +457,7 @@ def write_report(results: Path = RESULTS, out: Path = OUT) -> Path:
         text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    block = "\n".join(report_lines(load_settings(results)))
+    block = "\n".join(report_lines(load_settings(results), results))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
     return out

@@ -5,6 +5,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
+from qgseg.data.io import DataError
+
 _SPEC = importlib.util.spec_from_file_location(
     "study_report", Path(__file__).resolve().parents[1] / "benchmarks" / "study_report.py")
 study_report = importlib.util.module_from_spec(_SPEC)
@@ -46,3 +50,88 @@ def test_report_from_fabricated_results(tmp_path: Path) -> None:
     assert "| 6 |" in qw and "5/6" in qw and "p = " in qw  # 6 (setting, seed) pairs, Wilcoxon ran
     assert "| PH2 | mt 0.8500 | mt-qw 0.8600 | +0.0100 | yes |" in text
     assert "not run: pl-c, pl-qw, cps" in text and "`python benchmarks/ssl_grid.py colondb --study`" in text
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj))
+
+
+def _report(results: Path) -> str:
+    return "\n".join(study_report.report_lines(study_report.load_settings(results), results))
+
+
+def test_judge_table_shows_the_guided_runs_diagnostics(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    res = _result(*(dict(zip(seeds, v)) for v in ((0.8, 0.8, 0.8), (0.85, 0.86, 0.84), (0.87, 0.88, 0.83))))
+    res["methods"]["mt"]["diagnostics"] = {"qc_test_mae": 0.05, "qc_test_spearman": 0.6}  # unguided: no row
+    res["methods"]["mt-qw"]["diagnostics"] = {
+        "g_mae_val": 0.0344, "g_spearman_val": 0.47, "probe_g_mae": 0.05, "probe_g_spearman": 0.61,
+        "probe_dice": 0.8, "probe_dice_weighted": 0.8123, "kept": 0.9585, "qc_test_mae": 0.037}
+    _write(tmp_path / "study_ph2.json", res)
+    text = _report(tmp_path)
+    assert "### Does the predictor judge the students?" in text and "5dc5827" in text
+    assert "| PH2 | mt-qw | 0.034 / 0.470 | 0.050 / 0.610 | 0.800 -> 0.812 | 0.959 | 0.037 / n/a |" in text
+    assert "| PH2 | mt |" not in text
+    del res["methods"]["mt-qw"]["diagnostics"]["probe_g_mae"], res["methods"]["mt-qw"]["diagnostics"]["kept"]
+    _write(tmp_path / "study_ph2.json", res)
+    assert "| PH2 | mt-qw | 0.034 / 0.470 | n/a / 0.610 | 0.800 -> 0.812 |  | 0.037 / n/a |" in _report(tmp_path)
+
+
+def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    _write(tmp_path / "study_ph2.json", _result(*(dict(zip(seeds, v)) for v in ((0.8,) * 3, (0.85,) * 3, (0.86,) * 3))))
+    text = _report(tmp_path)
+    for line in ("architectures (U-Net", "predictor backbones (ResNet", "ablations on PH2: lambda_qar",
+                 "(`benchmarks/study_overlays.py`): PH2, CVC-ColonDB, ACDC-3, ACDC-7."):
+        assert line in text
+    assert "### Predictor backbones" not in text and "### Ablations" not in text and "against the true Dice of the pseudolabels" not in text
+
+    bb = {"fixed_mae": 0.044, "fixed_spearman": 0.85, "fixed_auroc_0.7": 0.996, "synthetic_mae": 0.041,
+          "synthetic_spearman": 0.907, "mt-qw": {"dice": 0.9256, "per_seed": {"0": 0.9256}},
+          "qar": {"dice": 0.9132, "per_seed": {"0": 0.9132}}}
+    _write(tmp_path / "study_backbones_ph2.json", {"backbones": {"densenet121": bb, "resnet34": bb, "resnet10": bb},
+                                                   "seeds": "0", "command": "python benchmarks/study_backbones.py"})
+    row = {"methods": {"qar": {"dice": 0.91, "dice_std": None, "seeds": [0], "per_seed": {"0": 0.91}}}}
+    _write(tmp_path / "study_ablations_ph2.json", {"axes": {
+        "lambda_qar": {"title": "lambda_qar", "variant": "qar", "key": "guidance.qar_weight", "default": 0.01,
+                       "rows": [{**row, "value": 0.01}, {**row, "value": 0.0}]},
+        "masks_per_image": {"title": "masks_per_image", "variant": "qar", "key": "quality.masks_per_image",
+                            "default": 10, "rows": [{**row, "value": 20, "predictor": {"fixed_mae": 0.05,
+                                                                                       "fixed_spearman": 0.8}}]},
+        "qw_power": {"title": "qw_power", "variant": "mt-qw", "key": "guidance.qw_power", "default": 2, "rows": []}},
+        "command": "python benchmarks/study_ablations.py", "git_commit": "0123456789"})
+    _write(tmp_path / "study_architectures.json", {"settings": {"ph2": {"unet++": {
+        "mt": {"dice": 0.90, "dice_std": 0.01, "seeds": [0, 1, 2]},
+        "mt-qw": {"dice": 0.91, "dice_std": 0.01, "seeds": [0, 1, 2]}}}}, "command": "x", "git_commit": "y"})
+    (tmp_path / "study_ph2_figures").mkdir()
+    text = _report(tmp_path)
+    lines = text.splitlines()
+    assert [ln.split(" |")[0] for ln in lines if ln.startswith(("| resnet", "| densenet"))] == [
+        "| resnet10", "| resnet34", "| densenet121"]
+    assert "| resnet10 | 0.044 / 0.850 / 0.996 | 0.041 / 0.907 | 0.9256 | 0.9132 | 0 |" in lines
+    assert "| 0 | 0.9100 [1 seed] |" in lines and "| 0.01 (default) | 0.9100 [1 seed] |" in lines
+    assert lines.index("| 0 | 0.9100 [1 seed] |") < lines.index("| 0.01 (default) | 0.9100 [1 seed] |")
+    assert "| value | qar | predictor MAE / Spearman |" in lines and "| 20 | 0.9100 [1 seed] | 0.050 / 0.800 |" in lines
+    assert "#### qw_power" in lines and "not run yet" in lines
+    assert "| unet++ | 0.9000 ± 0.0100 | 0.9100 ± 0.0100 | mt-qw +0.0100 |" in lines
+    assert ("- ablations on PH2, values not run: lambda_qar 0.05, 0.1, 0.2; masks_per_image 10, 50; qw_power 1, 2, 4; "
+            "qw_threshold 0, 0.5, 0.7; weak_probability 0, 0.15, 0.5; unlabeled_pool 250, 500, 1500.") in lines
+    assert "- predictor backbones: more seeds (seeds 0 so far)." in lines and "architectures (U-Net" not in text
+    assert "(`benchmarks/study_overlays.py`): CVC-ColonDB, ACDC-3, ACDC-7." in text
+    assert "- plots of the predictor backbones, ablations and architectures tables." in lines and "](../benchmarks/results/" not in text
+    assert "- Ablations (`study_ablations_ph2.json`, commit `0123456`):" in lines
+
+    (tmp_path / "study_backbones_ph2.png").write_bytes(b"")
+    (tmp_path / "study_architectures.png").write_bytes(b"")
+    bb_all = {"backbones": {"resnet18": bb}, "seeds": "0,1,2"}
+    _write(tmp_path / "study_backbones_ph2.json", bb_all)
+    text = _report(tmp_path)
+    assert "![predictor backbones](../benchmarks/results/study_backbones_ph2.png)" in text
+    assert "predictor backbones:" not in text and "- plot of the ablations table." in text
+    assert "![architectures](../benchmarks/results/study_architectures.png)" in text
+
+
+def test_a_half_written_result_file_names_itself(tmp_path: Path) -> None:
+    (tmp_path / "study_ablations_ph2.json").write_text('{"axes": {')
+    with pytest.raises(DataError, match="study_ablations_ph2.json"):
+        _report(tmp_path)
