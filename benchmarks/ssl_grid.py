@@ -56,8 +56,9 @@ def run_diagnostics(run_dir: Path) -> dict[str, float]:
     if hist.is_file():
         rows = json.loads(hist.read_text())["history"]
         for key in ("guidance/g_mae_val", "guidance/g_spearman_val", "guidance/q_pseudo", "guidance/kept",
-                    "guidance/q_student"):
-            vals = [r[key] for r in rows if key in r]
+                    "guidance/q_student", "guidance/probe_g_mae", "guidance/probe_g_spearman", "guidance/probe_dice",
+                    "guidance/probe_kept", "guidance/probe_dice_weighted"):
+            vals = [r[key] for r in rows if key in r and r[key] == r[key]]  # NaN: every probe weight was 0
             if vals:
                 out[key.split("/")[1]] = float(np.mean(vals))
     res = run_dir / "result.json"
