@@ -364,9 +364,9 @@ class LabeledPool(ImagePool):
             items.append((x[j].float(), y[j]))
             picks.append((coords, j))
         known = {pos: coords[j] for pos, (coords, j) in enumerate(picks) if j in coords}
-        bank = TensorBank([x for x, _ in items], [y for _, y in items], [""] * len(items), _fg_cache=known)
+        bank = TensorBank([x for x, _ in items], [y for _, y in items], [""] * len(items), fg_coords_cache=known)
         image, label = bank.batch(torch.arange(len(items)), self.image_size, gen, self.fg_oversample)
-        for pos, found in bank._fg_cache.items():  # why: scanning a volume for foreground once, not per draw
+        for pos, found in bank.fg_coords_cache.items():  # why: scanning a volume for foreground once, not per draw
             coords, j = picks[pos]
             coords[j] = found
         return image, label

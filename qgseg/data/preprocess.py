@@ -134,8 +134,9 @@ class TensorBank:
     ids: list[str]
     #: per sample, the normalisation it was prepared with (``auto`` resolved: ``unit``, ``zscore``, ``none``)
     modes: list[str] = field(default_factory=list)
-    #: per sample, foreground coordinates per class (:meth:`_fg_coords`), filled on first use
-    _fg_cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
+    #: per sample, foreground coordinates per class (:meth:`_fg_coords`), filled on first use; a caller that
+    #: builds banks per batch (:class:`~qgseg.data.pool.LabeledPool`) passes and keeps it across batches
+    fg_coords_cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -184,7 +185,7 @@ class TensorBank:
         """Per foreground class present in sample ``i``, coordinates ``(n, dims)`` of its voxels
         (at most :data:`FG_COORDS_PER_CLASS`, evenly strided), computed once: scanning a clinical
         volume at every step would cost more than the step."""
-        cache = self._fg_cache
+        cache = self.fg_coords_cache
         if i not in cache:
             y = self.labels[i]
             coords = []

@@ -102,7 +102,10 @@ def build_model(name: str, spatial_dims: int, in_channels: int, num_classes: int
     if isinstance(net, nets.BasicUNetPlusPlus):
         net = _UNetPlusPlusLogits(net)
     if pretrained:
-        print(load_pretrained(net, pretrained))
+        from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+        # why rank 0 only: under DDP every rank builds the network; one line is the account, not one per rank
+        rank_zero_only(print)(load_pretrained(net, pretrained))
     return net
 
 
