@@ -58,6 +58,26 @@ def qgseg_cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"qgseg {' '.join(args[:2])} failed (exit {code}); see {log}")
 
 
+def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{variant: {dice, dice_std (ddof 1; None for one seed), seeds, per_seed, wall_s}}`` from a
+    ``qgseg compare`` grid's ``comparison.json``, on ``seeds`` only (None: all); {} before it exists."""
+    import numpy as np
+
+    path = Path(grid) / "comparison.json"
+    if not path.is_file():
+        return {}
+    methods = json.loads(path.read_text())["methods"]
+    out = {}
+    for v in variants:
+        r = methods.get(v) or {}
+        per_seed = {k: float(x) for k, x in r.get("per_seed", {}).items() if seeds is None or k in seeds}
+        if per_seed:
+            vals = list(per_seed.values())
+            out[v] = {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                      "seeds": sorted(int(k) for k in per_seed), "per_seed": per_seed, "wall_s": r.get("wall_s")}
+    return out
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

@@ -26,10 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, RESULTS, grid_rows, qgseg_cli, write_result  # noqa: E402
 
 # axis -> key, default, values, variants, whether phase 1 is retrained for each value
 AXES: dict[str, dict] = {
@@ -52,21 +51,8 @@ def _tag(axis: str, value: float) -> str:
 
 
 def _rows(grid: Path, variants: list[str], seeds: list[str] | None, rename: dict[str, str] | None = None) -> dict:
-    """``{variant: {dice, dice_std, seeds, per_seed}}`` of a finished compare grid (``seeds`` None: all)."""
-    path = grid / "comparison.json"
-    if not path.is_file():
-        return {}
-    methods = json.loads(path.read_text())["methods"]
-    out = {}
-    for v in variants:
-        per_seed = {k: float(x) for k, x in (methods.get(v) or {}).get("per_seed", {}).items()
-                    if seeds is None or k in seeds}
-        if per_seed:
-            vals = list(per_seed.values())
-            out[(rename or {}).get(v, v)] = {"dice": float(np.mean(vals)),
-                                             "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                                             "seeds": sorted(int(k) for k in per_seed), "per_seed": per_seed}
-    return out
+    """:func:`common.grid_rows`, with variants renamed (lambda_qar 0: the SUP runs under "qar")."""
+    return {(rename or {}).get(v, v): r for v, r in grid_rows(grid, variants, seeds).items()}
 
 
 def _predictor_accuracy(qrun: Path) -> dict | None:

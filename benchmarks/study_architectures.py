@@ -21,15 +21,13 @@ per run on one thread (2-5x a U-Net run), so this axis is meant for a GPU or a l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, RESULTS, grid_rows, qgseg_cli, write_result  # noqa: E402
 
 # setting -> preset, study grid (U-Net), predictor, default methods (SUP, best unguided, its guided variant)
 SETTINGS = {
@@ -47,22 +45,6 @@ ARCH_OVERRIDES = {
 ARCHS = ["unet", *ARCH_OVERRIDES]
 
 
-def _methods_rows(grid: Path, methods: list[str], seeds: list[str] | None) -> dict:
-    path = grid / "comparison.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())["methods"]
-    out = {}
-    for m in methods:
-        r = data.get(m) or {}
-        per_seed = {k: float(v) for k, v in r.get("per_seed", {}).items() if seeds is None or k in seeds}
-        if per_seed:
-            vals = list(per_seed.values())
-            out[m] = {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                      "seeds": sorted(int(k) for k in per_seed), "per_seed": per_seed, "wall_s": r.get("wall_s")}
-    return out
-
-
 def collect(settings: list[str], args) -> dict:
     seeds = [s.strip() for s in args.seeds.split(",")]
     out: dict = {}
@@ -73,7 +55,7 @@ def collect(settings: list[str], args) -> dict:
         for arch in ARCHS:
             # U-Net: the study grid on the seeds asked for, so every architecture is compared on the same seeds
             grid = Path(spec["grid"]) if arch == "unet" else Path(args.output_dir) / f"{s}_{arch}"
-            found = _methods_rows(grid, methods, seeds)
+            found = grid_rows(grid, methods, seeds)
             if found:
                 rows[arch] = found
         out[s] = rows
