@@ -170,8 +170,9 @@ def main() -> None:
         g = guided.get(v)
         d = r.get("diagnostics", {})
         fmt = lambda k, d=d: f"{d[k]:.3f}" if k in d else ""
-        lines.append(f"| {v} | {r['dice']:.4f} ± {r['dice_std']:.4f} | {r['hd95']:.2f} {unit} | {r['wall_s']:.0f} | "
-                     f"{len(r['seeds'])} | " + (f"{g['diff']:+.4f} ± {(g['diff_std'] or 0):.4f} vs {g['base']} | "
+        pm = lambda mean, std, sign="": f"{mean:{sign}.4f}" + ("" if std is None else f" ± {std:.4f}")  # noqa: E731
+        lines.append(f"| {v} | {pm(r['dice'], r['dice_std'])} | {r['hd95']:.2f} {unit} | {r['wall_s']:.0f} | "
+                     f"{len(r['seeds'])} | " + (f"{pm(g['diff'], g['diff_std'], '+')} vs {g['base']} | "
                                                 f"{g['wins']}/{g['n']}" if g and g.get("diff") is not None else " | ")
                      + f" | {fmt('g_mae_val')} | {fmt('q_pseudo')} | {fmt('kept')} | {fmt('qc_test_mae')} |")
     lines += ["", (f"Best unguided: {best_unguided}; best guided: {best_guided}; guided beats unguided: "

@@ -89,13 +89,14 @@ def run_name(variant: str, seed: int) -> str:
 
 # ----------------------------------------------------------------------------- aggregation (pure)
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample std (ddof=1; 0 for a single value) of ``values``; (None, None) if empty."""
+    """Mean and sample std (ddof=1) of ``values``; the std is None for a single value (one seed has no
+    spread to report, and 0 would read as "no variation"); (None, None) if empty."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return None, None
     mean = sum(vals) / len(vals)
     if len(vals) == 1:
-        return mean, 0.0
+        return mean, None
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
@@ -154,7 +155,7 @@ def _pm(mean: float | None, std: float | None, digits: int = 3, sign: bool = Fal
     if mean is None:
         return "–"
     fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
-    return f"{fmt.format(mean)} ± {std:.{digits}f}"
+    return fmt.format(mean) if std is None else f"{fmt.format(mean)} ± {std:.{digits}f}"
 
 
 def _classes(table: dict[str, Any]) -> list[str]:
@@ -237,7 +238,7 @@ def plot_comparison(table: dict[str, Any], path: Path, title: str = "comparison"
         m = table["methods"][v]
         colour = "tab:orange" if m["guided"] else "tab:blue"
         if m["dice"] is not None:
-            ax.errorbar(i, m["dice"], yerr=m["dice_std"], fmt="_", color=colour, markersize=28, capsize=8,
+            ax.errorbar(i, m["dice"], yerr=m["dice_std"] or 0, fmt="_", color=colour, markersize=28, capsize=8,
                         elinewidth=2, markeredgewidth=2.5, zorder=2)
         vals = [m["per_seed"][s] for s in m["seeds"]]
         offsets = [0.0] if len(vals) == 1 else [-0.15 + 0.3 * k / (len(vals) - 1) for k in range(len(vals))]

@@ -75,13 +75,13 @@ def test_aggregate_single_seed_multiclass_and_a_variant_with_nothing_done(tmp_pa
     results = {("sup", 0): fake(0.7, classes={"RV": 0.6, "LV": 0.8}),
                ("mt-qw", 0): fake(0.75, classes={"RV": 0.65, "LV": 0.85}), ("mt", 0): None}
     t = aggregate(results, ["sup", "mt", "mt-qw"], [0])
-    assert t["methods"]["sup"]["dice_std"] == 0.0  # one seed: std 0, not nan
-    assert t["methods"]["sup"]["per_class"] == {"RV": {"dice": 0.6, "dice_std": 0.0},
-                                                "LV": {"dice": 0.8, "dice_std": 0.0}}
+    assert t["methods"]["sup"]["dice_std"] is None  # one seed: no spread to report (not 0, not nan)
+    assert t["methods"]["sup"]["per_class"] == {"RV": {"dice": 0.6, "dice_std": None},
+                                                "LV": {"dice": 0.8, "dice_std": None}}
     assert t["methods"]["mt"]["dice"] is None and t["methods"]["mt"]["failed"] == [0]
     assert t["guided_vs_base"]["mt-qw"]["n"] == 0 and t["guided_vs_base"]["mt-qw"]["diff"] is None
     md = format_markdown(t)
-    assert "Dice RV" in md and "Dice LV" in md and "0.850 ± 0.000" in md
+    assert "Dice RV" in md and "Dice LV" in md and "| 0.850 |" in md and "0.850 ±" not in md  # one seed: no ± 0
     paths = write_outputs(t, tmp_path / "grid", {"predictor": "p.ckpt"})
     assert all(p.is_file() for p in paths.values())
     saved = json.loads(paths["json"].read_text())

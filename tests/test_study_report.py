@@ -48,7 +48,7 @@ def test_report_from_fabricated_results(tmp_path: Path) -> None:
     assert "| mt-qw | mt | +0.0100 ± 0.0100 (2/3) | +0.0300 ± 0.0100 (3/3) |" in text
     qw = next(ln for ln in text.splitlines() if ln.startswith("| QW |"))
     assert "| 6 |" in qw and "5/6" in qw and "p = " in qw  # 6 (setting, seed) pairs, Wilcoxon ran
-    assert "| PH2 | mt 0.8500 | mt-qw 0.8600 | +0.0100 | yes |" in text
+    assert "| PH2 | mt 0.8500 (3) | mt-qw 0.8600 (3) | +0.0100 | yes |  |" in text
     assert "not run: pl-c, pl-qw, cps" in text and "`python benchmarks/ssl_grid.py colondb --study`" in text
 
 
@@ -135,3 +135,12 @@ def test_a_half_written_result_file_names_itself(tmp_path: Path) -> None:
     (tmp_path / "study_ablations_ph2.json").write_text('{"axes": {')
     with pytest.raises(DataError, match="study_ablations_ph2.json"):
         _report(tmp_path)
+
+
+def test_best_vs_best_on_unequal_seeds_is_also_compared_on_the_common_seeds(tmp_path: Path) -> None:
+    res = _result({"0": 0.50, "1": 0.52, "2": 0.51}, {"0": 0.60}, {"0": 0.58, "1": 0.62, "2": 0.60})
+    (tmp_path / "study_acdc3.json").write_text(json.dumps(res))
+    out = tmp_path / "benchmarks.md"
+    study_report.write_report(tmp_path, out)
+    row = next(ln for ln in out.read_text().splitlines() if ln.startswith("| ACDC-3 | mt 0.6000 (1)"))
+    assert "| mt-qw 0.6000 (3) | +0.0000 | no | -0.0200 on seed 0 |" in row
