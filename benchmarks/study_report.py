@@ -219,6 +219,32 @@ def judge_lines(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows]
 
 
+def predictor_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path) -> list[str]:
+    """Each setting's quality predictor: its phase-1 accuracy on synthetic masks of the test images, its
+    QC of the final models' test predictions (mean over variants), and the predicted-vs-true figure."""
+    rows, figures = [], []
+    for s, (_, res) in data.items():
+        syn = ((res.get("predictor_eval") or {}).get("synthetic")) or {}
+        qc = [(m.get("diagnostics") or {}) for m in (res.get("methods") or {}).values() if _done(m)]
+        mae = [d["qc_test_mae"] for d in qc if "qc_test_mae" in d]
+        rho = [d["qc_test_spearman"] for d in qc if "qc_test_spearman" in d]
+        fmt = lambda vals: f"{np.mean(vals):.3f} (range {min(vals):.3f}-{max(vals):.3f})" if vals else ""  # noqa: E731
+        synthetic = f"{syn['mae']:.3f} / {syn['spearman']:.3f}" if syn.get("mae") is not None else ""
+        rows.append(f"| {SETTING_TITLES[s]} | `{res.get('predictor') or ''}` | {synthetic} | {fmt(mae)} | {fmt(rho)} "
+                    f"| {len(mae)} |")
+        figures += _plot(results, f"study_{s}_figures/qc_predicted_vs_true.png", f"{SETTING_TITLES[s]}: predicted vs "
+                         "true Dice of the test predictions")
+    if not rows:
+        return []
+    return ["", "### The quality predictor of each setting", "",
+            ("Trained in phase 1 on the setting's labeled cases only. Synthetic: MAE / Spearman on corrupted masks of "
+             "the test images (phase-1 evaluation). QC: g's predicted Dice of each final model's test predictions "
+             "against their true Dice, per variant, then the mean and range over the variants. Accuracy on fixed "
+             "masks and unseen networks per dataset: [quality.md](quality.md)."), "",
+            "| setting | predictor | synthetic MAE / Spearman | QC MAE on test predictions | QC Spearman | variants |",
+            "|---|---|---|---|---|---|", *rows, "", *figures]
+
+
 def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     """The predictor backbones table of ``study_backbones_ph2.json`` (nothing when absent)."""
     if not res:
@@ -425,7 +451,8 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
                          f"{methods[bg]['dice']:.4f} ({len(pg)}) | {d:+.4f} | {'yes' if d >= 0.01 else 'no'} | {paired} |")
         else:
             lines.append(f"| {SETTING_TITLES[s]} | {bu or ''} | {bg or ''} | | not enough runs | |")
-    lines += judge_lines(data) + backbone_lines(backbones, results) + ablation_lines(ablations, results)
+    lines += predictor_lines(data, results) + judge_lines(data) + backbone_lines(backbones, results)
+    lines += ablation_lines(ablations, results)
     lines += architecture_lines(architectures, results)
 
     lines += ["", "### Not run yet", ""]

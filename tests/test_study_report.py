@@ -144,3 +144,20 @@ def test_best_vs_best_on_unequal_seeds_is_also_compared_on_the_common_seeds(tmp_
     study_report.write_report(tmp_path, out)
     row = next(ln for ln in out.read_text().splitlines() if ln.startswith("| ACDC-3 | mt 0.6000 (1)"))
     assert "| mt-qw 0.6000 (3) | +0.0000 | no | -0.0200 on seed 0 |" in row
+
+
+def test_predictor_table_per_setting(tmp_path: Path) -> None:
+    res = _result({"0": 0.5, "1": 0.5, "2": 0.5}, {"0": 0.6, "1": 0.6, "2": 0.6}, {"0": 0.7, "1": 0.7, "2": 0.7})
+    res["predictor"] = "runs/q/best.ckpt"
+    res["predictor_eval"] = {"synthetic": {"mae": 0.1, "spearman": 0.8}}
+    res["methods"]["mt"]["diagnostics"] = {"qc_test_mae": 0.2, "qc_test_spearman": 0.5}
+    res["methods"]["mt-qw"]["diagnostics"] = {"qc_test_mae": 0.1, "qc_test_spearman": 0.7}
+    (tmp_path / "study_colondb.json").write_text(json.dumps(res))
+    (tmp_path / "study_colondb_figures").mkdir()
+    (tmp_path / "study_colondb_figures" / "qc_predicted_vs_true.png").write_bytes(b"png")
+    out = tmp_path / "benchmarks.md"
+    study_report.write_report(tmp_path, out)
+    text = out.read_text()
+    assert ("| CVC-ColonDB | `runs/q/best.ckpt` | 0.100 / 0.800 | 0.150 (range 0.100-0.200) | 0.600 (range 0.500-0.700) "
+            "| 2 |") in text
+    assert "study_colondb_figures/qc_predicted_vs_true.png)" in text
