@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, RESULTS, qgseg_cli, write_result  # noqa: E402
 
 RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
 METHODS = ("mt-qw", "qar")
@@ -50,6 +50,37 @@ def collect(quality_run: Path, grid: Path, seeds: list[str]) -> dict:
         per_seed = {k: v for k, v in (r or {}).get("per_seed", {}).items() if k in seeds}
         out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed} if per_seed else None
     return out
+
+
+def plot(backbones: dict, path: Path) -> None:
+    """Accuracy on the fixed PH2 test masks (MAE, Spearman) beside the Dice of MT-QW and QAR guided by each
+    backbone: does a better judge make a better guide?"""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(backbones)
+    fig = Figure(figsize=(11, 3.4))
+    FigureCanvasAgg(fig)
+    panels = [("fixed-mask MAE (lower is better)", lambda r: r["fixed_mae"]),
+              ("fixed-mask Spearman", lambda r: r["fixed_spearman"])]
+    for k, (title, get) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, 3, k)
+        ax.bar(range(len(names)), [get(backbones[n]) for n in names], color="tab:grey")
+        ax.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    ax = fig.add_subplot(1, 3, 3)
+    for m, colour in (("mt-qw", "tab:blue"), ("qar", "tab:orange")):
+        xs = [backbones[n]["fixed_mae"] for n in names if backbones[n].get(m)]
+        ys = [backbones[n][m]["dice"] for n in names if backbones[n].get(m)]
+        ax.scatter(xs, ys, color=colour, label=m)
+        for x, y, n in zip(xs, ys, [n for n in names if backbones[n].get(m)]):
+            ax.annotate(n, (x, y), fontsize=6)
+    ax.set_xlabel("fixed-mask MAE")
+    ax.set_ylabel("test Dice of the guided run")
+    ax.legend(fontsize=7)
+    fig.suptitle("PH2: predictor backbone -> accuracy and guided Dice", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -103,6 +134,9 @@ def main() -> None:
                         "synthetic masks per test image; then MT-QW and QAR (500 iterations, U-Net 16..128) guided by it, "
                         f"seeds {args.seeds}, test Dice; CPU, one thread per run")}
     path = write_result("study_backbones_ph2", out, rows, "Predictor backbones on PH2 (issue 14, third axis)")
+    plot(results, RESULTS / "study_backbones_ph2.png")
+    with open(RESULTS / "study_backbones_ph2.md", "a") as fh:
+        fh.write("\n![backbones](study_backbones_ph2.png)\n")
     print(f"wrote {path}")
 
 
