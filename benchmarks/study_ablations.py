@@ -147,7 +147,9 @@ def write(axes: dict, args, wall: float) -> Path:
     for axis, a in axes.items():
         for r in a["rows"]:
             cells = "; ".join(f"{v} {m['dice']:.4f}" + (f" ± {m['dice_std']:.4f}" if m.get("dice_std") else "")
-                              + f" (n={len(m['seeds'])})" for v, m in r["methods"].items())
+                              + f" (n={len(m['seeds'])}" + (f"; seed 0: {m['per_seed']['0']:.4f}" if len(m["seeds"]) > 1
+                                                           and "0" in m["per_seed"] else "") + ")"
+                              for v, m in r["methods"].items())
             p = r.get("predictor")
             if p and p.get("fixed_mae") is not None:
                 cells += f"; predictor fixed-mask MAE {p['fixed_mae']:.4f} / Spearman {p['fixed_spearman']:.3f}"

@@ -115,6 +115,12 @@ def _cell(row: dict[str, Any] | None, hd95: bool, all_seeds: bool = False) -> st
     return text + (f" [{n} seed{'s' if n != 1 else ''}]" if n != 3 or all_seeds else "")
 
 
+def _seed0(row: dict[str, Any] | None) -> str:
+    """A multi-seed row's seed-0 value: the one-seed points of an ablation compare to it, paired."""
+    per_seed = (row or {}).get("per_seed") or {}
+    return f"; seed 0: {per_seed['0']:.4f}" if len(per_seed) > 1 and "0" in per_seed else ""
+
+
 def _numbers(values: dict[str, Any], keys: tuple[str, ...], sep: str = " / ", fmt: str = ".3f") -> str:
     """``values[k]`` for ``keys`` joined by ``sep``; empty when none is there, "n/a" for a missing one."""
     if all(values.get(k) is None for k in keys):
@@ -273,7 +279,8 @@ def ablation_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     if not res:
         return []
     lines = ["", "### Ablations (PH2)", "",
-             ("One setting changed at a time from the PH2 protocol; test Dice ± std over seeds [seeds], and the "
+             ("One setting changed at a time from the PH2 protocol; test Dice ± std over seeds [seeds] (the default "
+              "point also gives its seed 0, to which the one-seed points compare, paired), and the "
               "phase-1 predictor's MAE / Spearman on the fixed PH2 test masks where the axis retrains it."), "",
              *_plot(results, "study_ablations_ph2.png", "ablations")]
     for axis, a in (res.get("axes") or {}).items():
@@ -288,7 +295,8 @@ def ablation_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
         lines += ["| value | " + " | ".join(methods) + (" | predictor MAE / Spearman |" if predictor else " |"),
                   "|---|" + "---|" * (len(methods) + predictor)]
         for r in sorted(rows, key=lambda r: _value_key(r.get("value"))):
-            cells = [_cell((r.get("methods") or {}).get(m), False, all_seeds=True) for m in methods]
+            cells = [_cell((r.get("methods") or {}).get(m), False, all_seeds=True) + _seed0((r.get("methods") or {}).get(m))
+                     for m in methods]
             if predictor:
                 cells.append(_numbers(r.get("predictor") or {}, ("fixed_mae", "fixed_spearman")))
             label = _value(r.get("value")) + (" (default)" if _same(r.get("value"), a.get("default")) else "")

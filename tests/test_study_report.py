@@ -161,3 +161,9 @@ def test_predictor_table_per_setting(tmp_path: Path) -> None:
     assert ("| CVC-ColonDB | `runs/q/best.ckpt` | 0.100 / 0.800 | 0.150 (range 0.100-0.200) | 0.600 (range 0.500-0.700) "
             "| 2 |") in text
     assert "study_colondb_figures/qc_predicted_vs_true.png)" in text
+
+
+def test_ablation_default_point_shows_its_seed_0_for_the_paired_comparison() -> None:
+    row = {"dice": 0.9, "dice_std": 0.01, "seeds": [0, 1, 2], "per_seed": {"0": 0.91, "1": 0.9, "2": 0.89}}
+    assert study_report._seed0(row) == "; seed 0: 0.9100"
+    assert study_report._seed0({"dice": 0.9, "seeds": [0], "per_seed": {"0": 0.9}}) == ""  # the point itself
