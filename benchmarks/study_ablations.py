@@ -116,28 +116,31 @@ def collect(args) -> dict:
 
 
 def plot(axes: dict, path: Path) -> None:
-    """One panel per axis: test Dice per seed (dots) and the mean (line) of each variant over the values."""
+    """One panel per axis: each variant's seed-0 test Dice over the values (line) and every seed (grey dots)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4 * len(axes), 3.4))
+    cols = min(3, len(axes))
+    rows = -(-len(axes) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
     FigureCanvasAgg(fig)
     for k, (axis, a) in enumerate(axes.items(), start=1):
-        ax = fig.add_subplot(1, len(axes), k)
+        ax = fig.add_subplot(rows, cols, k)
         xs = list(range(len(a["values"])))
         for v in a["variants"]:
             pts = [(i, r["methods"][v]) for i, val in enumerate(a["values"]) for r in a["rows"]
                    if r["value"] == val and v in r["methods"]]
             if not pts:
                 continue
-            ax.plot([i for i, _ in pts], [m["dice"] for _, m in pts], "-o", label=v)
+            # why seed 0: the new points have one seed; the line pairs them with the default's seed 0
+            ax.plot([i for i, _ in pts], [m["per_seed"].get("0", m["dice"]) for _, m in pts], "-o", label=v)
             for i, m in pts:
                 ax.scatter([i] * len(m["per_seed"]), list(m["per_seed"].values()), s=8, color="grey", zorder=3)
         ax.set_xticks(xs, [f"{x:g}" + ("*" if x == a["default"] else "") for x in a["values"]])
         ax.set_title(f"{axis} ({a['key']})", fontsize=9)
-        ax.set_ylabel("test Dice") if k == 1 else None
+        ax.set_ylabel("test Dice") if k % cols == 1 else None
         ax.legend(fontsize=7)
-    fig.suptitle("PH2 ablations (* = default; grey: seeds)", fontsize=10)
+    fig.suptitle("PH2 ablations: seed 0 (lines), every seed (grey); * = default", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
