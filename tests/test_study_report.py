@@ -167,3 +167,13 @@ def test_ablation_default_point_shows_its_seed_0_for_the_paired_comparison() -> 
     row = {"dice": 0.9, "dice_std": 0.01, "seeds": [0, 1, 2], "per_seed": {"0": 0.91, "1": 0.9, "2": 0.89}}
     assert study_report._seed0(row) == "; seed 0: 0.9100"
     assert study_report._seed0({"dice": 0.9, "seeds": [0], "per_seed": {"0": 0.9}}) == ""  # the point itself
+
+
+def test_qar_on_the_settings_own_best_qw_fills_the_13th_slot(tmp_path: Path) -> None:
+    res = _result({"0": 0.5, "1": 0.5, "2": 0.5}, {"0": 0.6, "1": 0.6, "2": 0.6}, {"0": 0.7, "1": 0.7, "2": 0.7})
+    res["methods"]["pl-qw+qar"] = {"dice": 0.7, "dice_std": None, "seeds": [0], "per_seed": {"0": 0.7}}
+    (tmp_path / "study_acdc3.json").write_text(json.dumps(res))
+    out = tmp_path / "benchmarks.md"
+    study_report.write_report(tmp_path, out)
+    line = next(ln for ln in out.read_text().splitlines() if ln.startswith("- ACDC-3:"))
+    assert "mt-qw+qar" not in line and "pl-qw+qar (1/3 seeds)" in line
