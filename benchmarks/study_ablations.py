@@ -159,13 +159,14 @@ def write(axes: dict, args, wall: float) -> Path:
             rows.append((f"{axis} = {r['value']:g}" + (" (default)" if r["value"] == a["default"] else ""), cells))
     missing = [f"{axis} {v:g}" for axis, a in axes.items() for v in a["values"]
                if not any(r["value"] == v for r in a["rows"])]
-    result = {"axes": axes, "missing": missing, "wall_s": wall, "seeds": args.seeds,
+    result = {"axes": axes, "missing": missing, "wall_s": wall, "seeds": args.seeds, "note": args.note,
               "protocol": ("configs/ssl_ph2.yaml (PH2 140/20/40, derm-unlabeled pool, U-Net 16..128 at 96x96, 500 "
                            "iterations, checkpoint on val); one setting changed per point, seeds "
                            f"{args.seeds} for new points; default points are the study grid {args.base_grid} (all "
                            "its seeds); predictor axes retrain phase 1 on the 140 labeled images; CPU, one thread "
                            "per run")}
-    path = write_result(OUT_NAME, result, rows + [("not run yet", ", ".join(missing) or "none")],
+    extra = [("note", args.note)] if args.note else []
+    path = write_result(OUT_NAME, result, rows + [("not run yet", ", ".join(missing) or "none")] + extra,
                         "Ablations on PH2 (issue 14)")
     if any(a["rows"] for a in axes.values()):
         plot(axes, RESULTS / f"{OUT_NAME}.png")
@@ -184,6 +185,7 @@ def main() -> None:
     parser.add_argument("--predictor", default="runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
                         help="the study's PH2 predictor (the default point of the predictor axes)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--note", default=None, help="provenance to record (e.g. the commands that trained the points)")
     args = parser.parse_args()
     start = time.time()
     chosen = [a.strip() for a in args.axes.split(",") if a.strip()]
