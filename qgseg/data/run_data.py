@@ -263,7 +263,8 @@ def prepare_run_data(cfg: DataConfig, output_dir: str | Path = "runs") -> RunDat
                                                cfg.unlabeled_limit, cfg.split_seed)
     names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
     run = RunData(ds, labeled, val, test, unlabeled, extra, extra_ids, split_sources=sources,
-                  split_seed=cfg.split_seed, split_names=names, split_notes=notes, skipped=skipped, source=str(Path(source).resolve()))
+                  split_seed=cfg.split_seed, split_names=names, split_notes=notes, skipped=skipped,
+                  source=str(Path(source).resolve()))
     check_no_leak(run)
     return run
 
