@@ -82,8 +82,10 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
-def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str) -> Path:
-    """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``."""
+def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str,
+                 draw: Any = None) -> Path:
+    """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``; with ``draw``
+    (a function of the output path) also ``results/<name>.png``, shown in the markdown."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {**result, "command": command_line(), "git_commit": START_COMMIT}
     path = RESULTS / f"{name}.json"
@@ -92,5 +94,8 @@ def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, 
     lines += [f"| {k} | {v} |" for k, v in table_rows]
     lines += ["", f"Protocol: {result.get('protocol', '')}", "", f"Command: `{result['command']}`",
               f"Commit: `{result['git_commit']}`"]
+    if draw is not None:
+        draw(RESULTS / f"{name}.png")
+        lines += ["", f"![{name}]({name}.png)"]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     return path

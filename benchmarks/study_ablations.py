@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, grid_rows, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, write_result  # noqa: E402
 
 # axis -> key, default, values, variants, whether phase 1 is retrained for each value
 AXES: dict[str, dict] = {
@@ -166,12 +166,9 @@ def write(axes: dict, args, wall: float) -> Path:
                            "its seeds); predictor axes retrain phase 1 on the 140 labeled images; CPU, one thread "
                            "per run")}
     extra = [("note", args.note)] if args.note else []
+    drawn = any(a["rows"] for a in axes.values())
     path = write_result(OUT_NAME, result, rows + [("not run yet", ", ".join(missing) or "none")] + extra,
-                        "Ablations on PH2 (issue 14)")
-    if any(a["rows"] for a in axes.values()):
-        plot(axes, RESULTS / f"{OUT_NAME}.png")
-        with open(RESULTS / f"{OUT_NAME}.md", "a") as fh:
-            fh.write(f"\n![ablations]({OUT_NAME}.png)\n")
+                        "Ablations on PH2 (issue 14)", draw=(lambda out: plot(axes, out)) if drawn else None)
     return path
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, grid_rows, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, write_result  # noqa: E402
 
 # setting -> preset, study grid (U-Net), predictor, default methods (SUP, best unguided, its guided variant)
 SETTINGS = {
@@ -129,11 +129,8 @@ def main() -> None:
               "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
                            "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
                            f"seeds {args.seeds}; U-Net from the study grid on the same seeds; CPU, one thread per run")}
-    path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)")
-    if rows:
-        plot(data, RESULTS / "study_architectures.png")
-        with open(RESULTS / "study_architectures.md", "a") as fh:
-            fh.write("\n![architectures](study_architectures.png)\n")
+    path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)",
+                        draw=(lambda out: plot(data, out)) if rows else None)
     print(f"wrote {path}")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, qgseg_cli, write_result  # noqa: E402
 
 RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
 METHODS = ("mt-qw", "qar")
@@ -133,10 +133,8 @@ def main() -> None:
                         "MONAI, standard width, plain regression head), accuracy on the fixed PH2 test masks and 5 "
                         "synthetic masks per test image; then MT-QW and QAR (500 iterations, U-Net 16..128) guided by it, "
                         f"seeds {args.seeds}, test Dice; CPU, one thread per run")}
-    path = write_result("study_backbones_ph2", out, rows, "Predictor backbones on PH2 (issue 14, third axis)")
-    plot(results, RESULTS / "study_backbones_ph2.png")
-    with open(RESULTS / "study_backbones_ph2.md", "a") as fh:
-        fh.write("\n![backbones](study_backbones_ph2.png)\n")
+    path = write_result("study_backbones_ph2", out, rows, "Predictor backbones on PH2 (issue 14, third axis)",
+                        draw=lambda path: plot(results, path))
     print(f"wrote {path}")
 
 
