@@ -48,7 +48,9 @@ def main(spec_path: str) -> None:
             every = fabric.all_gather(mine)
             same[name] = bool(all(torch.equal(every[0], every[r]) for r in range(1, fabric.world_size)))
         cases = fabric.all_gather(torch.tensor([len(trainer.val_cases)], device=fabric.device)).flatten().tolist()
+        ddp = trainer.model._forward_module  # the DistributedDataParallel wrapper Fabric made
         results[run["name"]] = {"iterations": done, "interrupted": interrupted, "same_on_every_rank": same,
+                                "ddp_broadcasts_buffers": bool(ddp.broadcast_buffers),
                                 "val_cases_per_rank": cases, "method": trainer.method.name,
                                 "history": trainer.history}
     if fabric.global_rank == 0:

@@ -122,6 +122,8 @@ def test_every_method_guidance_and_resume_under_two_process_ddp(tiny, tmp_path):
         assert run["iterations"] == (2 if run["history"][-1]["iteration"] == 2 else 4) and not run["interrupted"]
         # DDP keeps every trained network, and so the EMA teachers made from them, equal on every rank
         assert all(run["same_on_every_rank"].values()), run["same_on_every_rank"]
+        # ... with one buffer broadcast per step (BaseTrainer._sync_buffers), not DDP's one per forward
+        assert run["ddp_broadcasts_buffers"] is False
         assert run["val_cases_per_rank"] == [2, 1]
     assert {r["method"] for r in result["runs"].values()} >= set(METHODS) | {"mt-qw+qar"}
     assert result["runs"]["cps"]["same_on_every_rank"].keys() == {"student", "student_b", "method"}

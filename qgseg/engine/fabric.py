@@ -7,6 +7,7 @@ from typing import Any
 
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import Logger
+from lightning_fabric.strategies import DDPStrategy
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from ..config import RuntimeConfig
@@ -106,6 +107,10 @@ def make_fabric(runtime: RuntimeConfig, log_dir: Path | None = None) -> Fabric:
     loggers = make_loggers(log_dir) if log_dir is not None else []
     fabric = Fabric(accelerator=runtime.accelerator, devices=runtime.devices, strategy=runtime.strategy,
                     precision=runtime.precision, num_nodes=runtime.num_nodes, loggers=loggers)
+    if isinstance(fabric.strategy, DDPStrategy):
+        # why: BaseTrainer._sync_buffers gives every rank rank 0's buffers once per step; DDP's own
+        # broadcast before every forward (an SSL step makes several) would only add collectives.
+        fabric.strategy._ddp_kwargs.setdefault("broadcast_buffers", False)
 
     try:
         fabric.launch()

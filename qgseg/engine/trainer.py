@@ -149,7 +149,8 @@ class BaseTrainer:
 
         DDP keeps parameters equal but each rank's forward updates its buffers from its own batch;
         without this, EMA teachers and the validated weights would differ between ranks, and the
-        checkpoint (rank 0's) would not be what rank 1 validated. One broadcast per dtype.
+        checkpoint (rank 0's) would not be what rank 1 validated. One broadcast per dtype, per step;
+        :func:`make_fabric` turns DDP's own per-forward buffer broadcast off, which this replaces.
         """
         if self.fabric.world_size == 1:
             return
