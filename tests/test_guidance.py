@@ -3,6 +3,7 @@ method x guidance combination end to end, and exact resume of runs with teachers
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,47 @@ def test_the_probe_is_logged_only_and_changes_no_weight(tiny, tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert len(runs[3][1].probe_cases) == 3 and not runs[0][1].probe_cases
     assert "guidance/probe_g_mae" in runs[3][1].history[-1] and "guidance/probe_g_mae" not in runs[0][1].history[-1]
+
+
+def _benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_probe_takes_other_cases_and_weighting(tiny, tmp_path):
+    extra = ["ssl.method=mt", "guidance.qw=true", "train.iterations=2", "train.val_every=2",
+             "ssl.unlabeled_batch_size=2", "guidance.probe_cases=3", f"guidance.predictor={tiny['predictor']}"]
+    trainer = SegmentationTrainer(_cfg(tiny["data"], tmp_path, *extra), tmp_path / "run")
+    trainer.fit()
+    scorer = trainer._val_scorer()
+    default = trainer.probe_pseudolabels(scorer)
+    assert trainer.probe_pseudolabels(scorer, trainer.probe_cases) == pytest.approx(default, nan_ok=True)
+    other = trainer.probe_pseudolabels(scorer, trainer.val_cases, weighted=False)
+    assert "probe_kept" not in other and 0 <= other["probe_dice"] <= 1
+
+
+def test_hidden_label_probe_reads_the_labels_of_unlabeled_training_cases(tiny, tmp_path):
+    """benchmarks/study_probe_hidden.py after training: the remainder of a labeled subset keeps its labels
+    on disk and is probed; the unlabeled split has none, and is counted as left out, not dropped silently."""
+    from qgseg.engine.fabric import make_fabric
+
+    probe = _benchmark("study_probe_hidden")
+    assert probe.spread(list("abcdefgh"), 3) == ["a", "e", "h"] and probe.spread(["a"], 3) == ["a"]
+    base = ["ssl.method=mt", "train.iterations=2", "train.val_every=2", "ssl.unlabeled_batch_size=2"]
+    fabric = make_fabric(load_config(None, ["runtime.accelerator=cpu"]).runtime)
+    runs = {}
+    for labeled in (3, 6):  # of the 6 labeled training cases; 6 unlabeled cases without labels beside them
+        run = tmp_path / f"mt_l{labeled}"
+        SegmentationTrainer(_cfg(tiny["data"], tmp_path, *base, f"data.labeled={labeled}"), run / "segmenter").fit()
+        runs[labeled] = run
+    out = probe.probe_run(runs[3], Path(tiny["predictor"]), 50, None, fabric)
+    assert out["splits_checked"] and out["judge"] == "grid predictor" and out["iteration"] == 2
+    assert (out["n_hidden"], out["n_without_label"], out["n_labeled"]) == (3, 6, 3)
+    for part in ("labeled", "hidden"):
+        assert 0 <= out[part]["probe_dice"] <= 1 and 0 <= out[part]["probe_g_mae"] <= 1 and "probe_kept" in out[part]
+    with pytest.raises(SystemExit, match="has a label on disk"):
+        probe.probe_run(runs[6], Path(tiny["predictor"]), 50, None, fabric)

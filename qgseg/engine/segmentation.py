@@ -172,26 +172,31 @@ class SegmentationTrainer(BaseTrainer):
             self._scorer = QualityScorer(critic.model, critic.meta, critic.model_device)
         return self._scorer
 
-    def probe_pseudolabels(self, scorer) -> dict[str, float]:
+    def probe_pseudolabels(self, scorer, cases: list[Case] | None = None,
+                           weighted: bool | None = None) -> dict[str, float]:
         """Does g judge the pseudolabels it weights? The method's pseudolabel network
         (:meth:`~qgseg.ssl.SegmentationMethod.pseudolabel_network`; the student for QAR alone) segments
         the probe's labeled cases as if they were unlabeled, g scores those masks, and the scores meet
         the true Dice: see :func:`~qgseg.guidance.probe_metrics` for what is logged. Why labeled cases:
         only they have a truth; g was trained on their corrupted masks, not on these networks' outputs,
-        and ``g_mae_val`` gives the same check on validation cases g never saw."""
+        and ``g_mae_val`` gives the same check on validation cases g never saw.
+
+        ``cases`` (default: the probe's) and ``weighted`` (default: ``guidance.qw``) let an analysis
+        probe other labeled cases, e.g. the hidden labels of unlabeled cases after training
+        (``benchmarks/study_probe_hidden.py``)."""
         from ..guidance import probe_metrics
 
         nets = self.raw_networks()
         net = self.method.pseudolabel_network(nets) or nets["student"]
         segmenter = Segmenter(net, self.spec, self.device)
         predicted, true = [], []
-        for case in self.probe_cases:
+        for case in self.probe_cases if cases is None else cases:
             mask = segmenter.predict(case)
             true.append(foreground_dice(mask, case.label, len(self.classes)))
             predicted.append(np.asarray(scorer.score(case, mask), dtype=np.float64))
         g = self.cfg.guidance
         return probe_metrics(np.stack(predicted), np.stack(true), g.qw_power, g.qw_threshold,
-                             per_class=g.qw_per_class, weighted=g.qw)
+                             per_class=g.qw_per_class, weighted=g.qw if weighted is None else weighted)
 
     def setup(self) -> None:
         super().setup()
