@@ -91,7 +91,8 @@ def probe_run(run_dir: Path, predictor: Path, n_cases: int, data_root: str | Non
         print(f"{run_dir.name}: {len(picked) - len(hidden)} of {len(picked)} probed unlabeled cases have no label "
               "on disk and are left out")
     labeled = load_cases(ds, spread(list(trainer.data.labeled), 16), "labeled probe cases", False)
-    out = {"iteration": state["iteration"], "splits_checked": bool(recorded), "n_hidden": len(hidden), "n_without_label": len(picked) - len(hidden), "n_labeled": len(labeled),
+    out = {"iteration": state["iteration"], "splits_checked": bool(recorded), "n_hidden": len(hidden),
+           "n_without_label": len(picked) - len(hidden), "n_labeled": len(labeled),
            "judge": "own critic" if trainer._val_scorer() is not None else "grid predictor"}
     for name, cases in (("labeled", labeled), ("hidden", hidden)):
         out[name] = trainer.probe_pseudolabels(scorer, cases, weighted=True)
@@ -136,7 +137,8 @@ def main() -> None:
                 r = runs[run_dir.name]
                 print(f"{grid.name}/{run_dir.name}: labeled MAE {fmt(r['labeled']['probe_g_mae'])} "
                       f"dice {fmt(r['labeled']['probe_dice'])} | hidden MAE {fmt(r['hidden']['probe_g_mae'])} "
-                      f"dice {fmt(r['hidden']['probe_dice'])} -> weighted {fmt(r['hidden'].get('probe_dice_weighted'))}",
+                      f"dice {fmt(r['hidden']['probe_dice'])} "
+                      f"-> weighted {fmt(r['hidden'].get('probe_dice_weighted'))}",
                       flush=True)
         grids[grid.name] = {"predictor": str(predictor), "runs": runs}
 
