@@ -177,3 +177,26 @@ def test_qar_on_the_settings_own_best_qw_fills_the_13th_slot(tmp_path: Path) -> 
     study_report.write_report(tmp_path, out)
     line = next(ln for ln in out.read_text().splitlines() if ln.startswith("- ACDC-3:"))
     assert "mt-qw+qar" not in line and "pl-qw+qar (1/3 seeds)" in line
+
+
+def test_hidden_label_probe_table_averages_the_seeds_of_each_variant(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    _write(tmp_path / "study_ph2.json", _result(*(dict(zip(seeds, v)) for v in ((0.8,) * 3, (0.85,) * 3, (0.86,) * 3))))
+    assert "### The probe on unlabeled cases" not in _report(tmp_path)
+
+    def probe(mae: float, dice: float, weighted: float) -> dict:
+        return {"probe_g_mae": mae, "probe_g_spearman": 0.5, "probe_dice": dice, "probe_dice_weighted": weighted,
+                "probe_kept": 0.8}
+
+    runs = {f"cps-qw_s{s}": {"variant": "cps-qw", "seed": s, "n_hidden": 150, "labeled": probe(0.2, 0.7, 0.75),
+                             "hidden": probe(0.2 + s / 10, 0.4, 0.5 + s / 10)} for s in (0, 1)}
+    runs["mt_s0"] = {"variant": "mt", "seed": 0, "n_hidden": 150, "labeled": probe(0.25, 0.69, 0.7),
+                     "hidden": {"probe_g_mae": 0.3, "probe_dice": 0.44}}  # no Spearman, no weights: shown empty
+    _write(tmp_path / "study_probe_hidden.json", {"grids": {"ssl_acdc3_grid": {"runs": runs}},
+                                                  "command": "python benchmarks/study_probe_hidden.py g"})
+    text = _report(tmp_path)
+    assert "### The probe on unlabeled cases (hidden labels)" in text and "up to 150 unlabeled cases" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ssl_acdc3_grid |")]
+    assert rows[0] == "| ssl_acdc3_grid | mt | 1 | 0.250 / 0.500 | 0.690 | 0.300 / n/a | 0.440 -> n/a | - |"
+    assert rows[1] == "| ssl_acdc3_grid | cps-qw | 2 | 0.200 / 0.500 | 0.700 | 0.250 / 0.500 | 0.400 -> 0.550 | 80% |"
+    assert "Pseudolabel probe on hidden labels (`study_probe_hidden.json`" in text
