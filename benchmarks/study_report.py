@@ -245,9 +245,8 @@ def hidden_probe_lines(res: dict[str, Any] | None) -> list[str]:
             by_variant.setdefault(r["variant"], []).append(r)
         for v in _order(by_variant):
             runs = by_variant[v]
-            mean = {part: {k: _mean_of([r[part].get(k) for r in runs])
-                           for k in ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept")}
-                    for part in ("labeled", "hidden")}
+            keys = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept")
+            mean = {part: {k: _mean_of([r[part].get(k) for r in runs]) for k in keys} for part in ("labeled", "hidden")}
             lab, hid = mean["labeled"], mean["hidden"]
             kept = "-" if hid["probe_kept"] is None else f"{hid['probe_kept']:.0%}"
             rows.append(f"| {grid} | {v} | {len(runs)} | {_numbers(lab, ('probe_g_mae', 'probe_g_spearman'))} | "
