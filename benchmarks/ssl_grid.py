@@ -57,7 +57,8 @@ def run_diagnostics(run_dir: Path) -> dict[str, float]:
         rows = json.loads(hist.read_text())["history"]
         for key in ("guidance/g_mae_val", "guidance/g_spearman_val", "guidance/q_pseudo", "guidance/kept",
                     "guidance/q_student", "guidance/probe_g_mae", "guidance/probe_g_spearman", "guidance/probe_dice",
-                    "guidance/probe_kept", "guidance/probe_dice_weighted"):
+                    "guidance/probe_kept", "guidance/probe_dice_weighted", "guidance/probe_dice_top_half",
+                    "guidance/probe_dice_oracle_half"):
             vals = [r[key] for r in rows if key in r and r[key] == r[key]]  # NaN: every probe weight was 0
             if vals:
                 out[key.split("/")[1]] = float(np.mean(vals))

@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA_ROOT, write_result
 
-KEYS = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept")
+KEYS = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept", "probe_dice_top_half",
+        "probe_dice_oracle_half")
 
 
 def spread(ids: list[str], n: int) -> list[str]:
@@ -144,14 +145,15 @@ def main() -> None:
 
     rows: list[tuple[str, str]] = []
     table = ["| grid | run | judge | labeled: g MAE | Spearman | pseudolabel Dice | hidden: g MAE | Spearman | "
-             "pseudolabel Dice | -QW weighted | kept |", "|---" * 11 + "|"]
+             "pseudolabel Dice | -QW weighted | kept | best half by g | truly best half |", "|---" * 13 + "|"]
     for gname, g in grids.items():
         for rname, r in g["runs"].items():
             lab, hid = r["labeled"], r["hidden"]
             table.append(f"| {gname} | {rname} | {r['judge']} | {fmt(lab['probe_g_mae'])} | "
                          f"{fmt(lab.get('probe_g_spearman'))} | {fmt(lab['probe_dice'])} | {fmt(hid['probe_g_mae'])} | "
                          f"{fmt(hid.get('probe_g_spearman'))} | {fmt(hid['probe_dice'])} | "
-                         f"{fmt(hid.get('probe_dice_weighted'))} | {fmt(hid.get('probe_kept'), pct=True)} |")
+                         f"{fmt(hid.get('probe_dice_weighted'))} | {fmt(hid.get('probe_kept'), pct=True)} | "
+                         f"{fmt(hid.get('probe_dice_top_half'))} | {fmt(hid.get('probe_dice_oracle_half'))} |")
         if g["runs"]:
             mean = {s: {k: float(np.nanmean([r[s].get(k, np.nan) for r in g["runs"].values()])) for k in KEYS}
                     for s in ("labeled", "hidden")}

@@ -245,13 +245,15 @@ def hidden_probe_lines(res: dict[str, Any] | None) -> list[str]:
             by_variant.setdefault(r["variant"], []).append(r)
         for v in _order(by_variant):
             runs = by_variant[v]
-            keys = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept")
+            keys = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept",
+                    "probe_dice_top_half", "probe_dice_oracle_half")
             mean = {part: {k: _mean_of([r[part].get(k) for r in runs]) for k in keys} for part in ("labeled", "hidden")}
             lab, hid = mean["labeled"], mean["hidden"]
             kept = "-" if hid["probe_kept"] is None else f"{hid['probe_kept']:.0%}"
             rows.append(f"| {grid} | {v} | {len(runs)} | {_numbers(lab, ('probe_g_mae', 'probe_g_spearman'))} | "
                         f"{_numbers(lab, ('probe_dice',))} | {_numbers(hid, ('probe_g_mae', 'probe_g_spearman'))} | "
-                        f"{_numbers(hid, ('probe_dice', 'probe_dice_weighted'), ' -> ')} | {kept} |")
+                        f"{_numbers(hid, ('probe_dice', 'probe_dice_weighted'), ' -> ')} | {kept} | "
+                        f"{_numbers(hid, ('probe_dice_top_half', 'probe_dice_oracle_half'))} |")
     if not rows:
         return []
     return ["", "### The probe on unlabeled cases (hidden labels)", "",
@@ -261,10 +263,13 @@ def hidden_probe_lines(res: dict[str, Any] | None) -> list[str]:
              "and scores the pseudolabel network's masks of up to "
              f"{max((r.get('n_hidden', 0) for g in res['grids'].values() for r in g['runs'].values()), default=0)} "
              "unlabeled cases (slices for ACDC) with g (the run's own; the grid's predictor for unguided runs). "
-             "Unguided variants show what -QW would have kept."), "",
+             "Unguided variants show what -QW would have kept. The last column: the mean true Dice of the half "
+             "of the unlabeled pseudolabels g rates highest / of the half that truly is best (g's ranking, "
+             "whatever its calibration, against a perfect one)."), "",
             ("| grid | variant | seeds | labeled: g MAE / Spearman | labeled: pseudolabel Dice | "
-             "unlabeled: g MAE / Spearman | unlabeled: Dice plain -> -QW-weighted | kept |"),
-            "|---|---|---|---|---|---|---|---|", *rows]
+             "unlabeled: g MAE / Spearman | unlabeled: Dice plain -> -QW-weighted | kept | "
+             "unlabeled: best half by g / truly best half |"),
+            "|---|---|---|---|---|---|---|---|---|", *rows]
 
 
 def predictor_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path) -> list[str]:

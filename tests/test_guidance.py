@@ -274,6 +274,10 @@ def test_probe_metrics_measure_g_against_the_true_dice():
     nothing = probe_metrics(np.zeros((2, 1)), np.ones((2, 1)), power=2.0, threshold=0.5)
     assert np.isnan(nothing["probe_dice_weighted"]) and nothing["probe_kept"] == 0
     assert "probe_g_spearman" not in nothing and "probe_kept" not in probe_metrics(true, true, 1, 0.5, weighted=False)
+    # the half g rates best: the truly best half when g ranks right, the worst half when it ranks upside down
+    assert exact["probe_dice_top_half"] == pytest.approx(exact["probe_dice_oracle_half"])
+    assert inverted["probe_dice_top_half"] == pytest.approx(np.sort(true.mean(1))[:2].mean())
+    assert "probe_dice_top_half" not in probe_metrics(true[:1], true[:1], 1, 0.5)
 
 
 @pytest.mark.parametrize("method,network", [("pl-c", "student"), ("fixmatch", "student"), ("mt", "teacher"),

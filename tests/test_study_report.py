@@ -186,7 +186,7 @@ def test_hidden_label_probe_table_averages_the_seeds_of_each_variant(tmp_path: P
 
     def probe(mae: float, dice: float, weighted: float) -> dict:
         return {"probe_g_mae": mae, "probe_g_spearman": 0.5, "probe_dice": dice, "probe_dice_weighted": weighted,
-                "probe_kept": 0.8}
+                "probe_kept": 0.8, "probe_dice_top_half": weighted, "probe_dice_oracle_half": 0.9}
 
     runs = {f"cps-qw_s{s}": {"variant": "cps-qw", "seed": s, "n_hidden": 150, "labeled": probe(0.2, 0.7, 0.75),
                              "hidden": probe(0.2 + s / 10, 0.4, 0.5 + s / 10)} for s in (0, 1)}
@@ -197,6 +197,7 @@ def test_hidden_label_probe_table_averages_the_seeds_of_each_variant(tmp_path: P
     text = _report(tmp_path)
     assert "### The probe on unlabeled cases (hidden labels)" in text and "up to 150 unlabeled cases" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| ssl_acdc3_grid |")]
-    assert rows[0] == "| ssl_acdc3_grid | mt | 1 | 0.250 / 0.500 | 0.690 | 0.300 / n/a | 0.440 -> n/a | - |"
-    assert rows[1] == "| ssl_acdc3_grid | cps-qw | 2 | 0.200 / 0.500 | 0.700 | 0.250 / 0.500 | 0.400 -> 0.550 | 80% |"
+    assert rows[0] == "| ssl_acdc3_grid | mt | 1 | 0.250 / 0.500 | 0.690 | 0.300 / n/a | 0.440 -> n/a | - |  |"
+    assert rows[1] == ("| ssl_acdc3_grid | cps-qw | 2 | 0.200 / 0.500 | 0.700 | 0.250 / 0.500 | 0.400 -> 0.550 | 80% | "
+                       "0.550 / 0.900 |")
     assert "Pseudolabel probe on hidden labels (`study_probe_hidden.json`" in text

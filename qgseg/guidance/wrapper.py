@@ -44,7 +44,10 @@ def probe_metrics(predicted: np.ndarray, true: np.ndarray, power: float, thresho
     and, when ``weighted`` (-QW), ``probe_kept`` (share of weights > 0, per class or per case as
     ``per_class`` says, as in training) and ``probe_dice_weighted`` (the mean true Dice under the
     -QW weights; above ``probe_dice`` when the weights favour the better pseudolabels; NaN when
-    every weight is 0).
+    every weight is 0). With 2 or more cases also ``probe_dice_top_half``, the mean true Dice of the
+    half of the cases g rates highest (mean over classes), and ``probe_dice_oracle_half``, the same for
+    the half that truly is best: how much of the gain of selecting pseudolabels g's ranking realises,
+    whatever its calibration.
     """
     from scipy.stats import spearmanr
 
@@ -52,6 +55,11 @@ def probe_metrics(predicted: np.ndarray, true: np.ndarray, power: float, thresho
     out = {"probe_g_mae": float(np.abs(predicted - true).mean()), "probe_dice": float(true.mean())}
     if predicted.size > 2 and predicted.std() > 0 and true.std() > 0:
         out["probe_g_spearman"] = float(spearmanr(predicted.ravel(), true.ravel())[0])
+    if len(true) >= 2:
+        half = len(true) // 2
+        case_true = true.mean(1)
+        out["probe_dice_top_half"] = float(case_true[np.argsort(-predicted.mean(1), kind="stable")[:half]].mean())
+        out["probe_dice_oracle_half"] = float(np.sort(case_true)[::-1][:half].mean())
     if weighted:
         q = predicted if per_class else np.repeat(predicted.mean(1, keepdims=True), predicted.shape[1], 1)
         w = quality_weights(torch.from_numpy(q), power, threshold).numpy()
