@@ -232,7 +232,26 @@ def _mean_of(values: list[Any]) -> float | None:
     return float(np.mean(nums)) if nums else None
 
 
-def hidden_probe_lines(res: dict[str, Any] | None) -> list[str]:
+def probe_gain_pairs(data: dict[str, tuple[Path, dict[str, Any]]],
+                     res: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(setting, selection gain of g's ranking on the run's unlabeled pseudolabels, test-Dice gain over its
+    base) for every -QW run probed on hidden labels; selection gain: the best half by g's mean true Dice
+    minus the plain mean true Dice."""
+    pairs = []
+    for setting, (_, st) in data.items():
+        probed = res.get("grids", {}).get(Path(str(st.get("grid", ""))).name, {}).get("runs", {})
+        for v, g in (st.get("guided_vs_base") or {}).items():
+            if not _parse(v)[1]:  # -QW variants only: the ones whose weights come from this ranking
+                continue
+            for seed, gain in (g.get("per_seed") or {}).items():
+                hid = (probed.get(f"{v}_s{seed}") or {}).get("hidden", {})
+                if hid.get("probe_dice_top_half") is not None and gain is not None:
+                    pairs.append((setting, hid["probe_dice_top_half"] - hid["probe_dice"], float(gain)))
+    return pairs
+
+
+def hidden_probe_lines(res: dict[str, Any] | None,
+                       data: dict[str, tuple[Path, dict[str, Any]]] | None = None) -> list[str]:
     """The unbiased probe (``study_probe_hidden.py``): g on the pseudolabels of unlabeled training cases,
     against their hidden labels, beside the same probe on labeled cases; one row per grid and variant
     (mean over the seeds probed)."""
@@ -269,7 +288,31 @@ def hidden_probe_lines(res: dict[str, Any] | None) -> list[str]:
             ("| grid | variant | seeds | labeled: g MAE / Spearman | labeled: pseudolabel Dice | "
              "unlabeled: g MAE / Spearman | unlabeled: Dice plain -> -QW-weighted | kept | "
              "unlabeled: best half by g / truly best half |"),
-            "|---|---|---|---|---|---|---|---|---|", *rows]
+            "|---|---|---|---|---|---|---|---|---|", *rows] + probe_gain_lines(data or {}, res)
+
+
+def probe_gain_lines(data: dict[str, tuple[Path, dict[str, Any]]], res: dict[str, Any]) -> list[str]:
+    """Does -QW gain where g's ranking selects the unlabeled pseudolabels well? A rank correlation over the
+    probed -QW runs (:func:`probe_gain_pairs`)."""
+    from scipy.stats import spearmanr
+
+    pairs = probe_gain_pairs(data, res)
+    if len(pairs) < 4:
+        return []
+
+    def corr(rows: list[tuple[str, float, float]]) -> str:
+        rho, p = spearmanr([r[1] for r in rows], [r[2] for r in rows])
+        return f"rho = {rho:.2f} (p = {p:.3f}, {len(rows)} runs)"
+
+    sel = [r[1] for r in pairs]
+    per_setting = [f"{SETTING_TITLES.get(k, k)} {corr(rows)}" for k in dict.fromkeys(r[0] for r in pairs)
+                   if len(rows := [r for r in pairs if r[0] == k]) >= 4]
+    return ["", (f"Over the probed (setting, -QW variant, seed) runs, the test-Dice gain of -QW over its base and the "
+                 f"selection gain of g's ranking on that run's unlabeled pseudolabels (best half by g minus the plain "
+                 f"mean: {min(sel):+.3f} to {max(sel):+.3f}) have Spearman {corr(pairs)}"
+                 + (f"; within a setting: {'; '.join(per_setting)}" if per_setting else "") + ". "
+                 "The probe reads the guided run's own final pseudolabels, after training: an explanation of the "
+                 "outcome, not a prediction made before it.")]
 
 
 def predictor_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path) -> list[str]:
@@ -506,7 +549,7 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
                          f"{methods[bg]['dice']:.4f} ({len(pg)}) | {d:+.4f} | {'yes' if d >= 0.01 else 'no'} | {paired} |")
         else:
             lines.append(f"| {SETTING_TITLES[s]} | {bu or ''} | {bg or ''} | | not enough runs | |")
-    lines += predictor_lines(data, results) + judge_lines(data) + hidden_probe_lines(hidden_probe)
+    lines += predictor_lines(data, results) + judge_lines(data) + hidden_probe_lines(hidden_probe, data)
     lines += backbone_lines(backbones, results)
     lines += ablation_lines(ablations, results)
     lines += architecture_lines(architectures, results)

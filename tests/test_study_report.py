@@ -201,3 +201,30 @@ def test_hidden_label_probe_table_averages_the_seeds_of_each_variant(tmp_path: P
     assert rows[1] == ("| ssl_acdc3_grid | cps-qw | 2 | 0.200 / 0.500 | 0.700 | 0.250 / 0.500 | 0.400 -> 0.550 | 80% | "
                        "0.550 / 0.900 |")
     assert "Pseudolabel probe on hidden labels (`study_probe_hidden.json`" in text
+
+
+def test_qw_gain_is_correlated_with_the_selection_gain_of_the_hidden_probe(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    gains = (0.01, 0.03, 0.02)
+    res = _result(*(dict(zip(seeds, v)) for v in ((0.8,) * 3, (0.85,) * 3, tuple(0.85 + g for g in gains))))
+    res["grid"] = "runs/bench/ssl_ph2_grid"
+    _write(tmp_path / "study_ph2.json", res)
+    runs = {f"mt-qw_s{s}": {"variant": "mt-qw", "seed": int(s), "n_hidden": 10,
+                            "labeled": {"probe_g_mae": 0.1, "probe_dice": 0.9},
+                            "hidden": {"probe_g_mae": 0.3, "probe_dice": 0.5, "probe_dice_top_half": 0.5 + g}}
+            for s, g in zip(seeds, gains)}
+    runs["mt_s0"] = {"variant": "mt", "seed": 0, "n_hidden": 10, "labeled": {"probe_dice": 0.9},  # no -QW: not paired
+                     "hidden": {"probe_dice": 0.5, "probe_dice_top_half": 0.9}}
+    _write(tmp_path / "study_probe_hidden.json", {"grids": {"ssl_ph2_grid": {"runs": runs}}})
+    data = study_report.load_settings(tmp_path)
+    pairs = study_report.probe_gain_pairs(data, json.loads((tmp_path / "study_probe_hidden.json").read_text()))
+    assert [r[0] for r in pairs] == ["ph2"] * 3
+    assert [r[1] for r in pairs] == pytest.approx(gains) and [r[2] for r in pairs] == pytest.approx(gains)
+    assert "have Spearman" not in _report(tmp_path)  # 3 runs: too few to correlate
+    runs["mt-qw_s3"] = {**runs["mt-qw_s0"], "seed": 3}
+    res["guided_vs_base"]["mt-qw"]["per_seed"]["3"] = 0.04
+    runs["mt-qw_s3"]["hidden"] = {"probe_dice": 0.5, "probe_dice_top_half": 0.54}
+    _write(tmp_path / "study_ph2.json", res)
+    _write(tmp_path / "study_probe_hidden.json", {"grids": {"ssl_ph2_grid": {"runs": runs}}})
+    text = _report(tmp_path)
+    assert "have Spearman rho = 1.00 (p = 0.000, 4 runs); within a setting: PH2 rho = 1.00" in text
