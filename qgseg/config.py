@@ -228,6 +228,7 @@ class GuidanceConfig:
     qw: bool = False  # quality-weighted pseudolabels: w = q^T [q >= tau], normalised over the batch
     qw_power: float = 2.0  # T
     qw_threshold: float = 0.5  # tau
+    qw_keep: float = 1.0  # share of each batch's pseudolabels -QW may keep: the best-rated by g (per class); 1: all
     qw_start: float = 0.0  # fraction of the iterations with uniform weights before -QW starts
     qw_per_class: bool = True  # multi-class: one weight per class (g predicts a Dice per class); false: mean
     allow_unverified_predictor: bool = False  # accept a predictor that does not record its training cases
@@ -574,6 +575,9 @@ def _validate_ssl(cfg: RunConfig) -> None:
         raise ConfigError(f"guidance.qar_weight and guidance.qw_power must be >= 0, got {g.qar_weight}, {g.qw_power}")
     if g.probe_cases < 0:
         raise ConfigError(f"guidance.probe_cases is a number of labeled cases (0: off), got {g.probe_cases}")
+    if not 0.0 < g.qw_keep <= 1.0:
+        raise ConfigError(f"guidance.qw_keep is the share of a batch's pseudolabels -QW may keep, in (0, 1], "
+                          f"got {g.qw_keep}")
     if not 0.0 <= g.qw_threshold <= 1.0:
         raise ConfigError(f"guidance.qw_threshold is a Dice in [0, 1], got {g.qw_threshold}")
     if g.qw and not METHODS[s.method].makes_pseudolabels:

@@ -67,6 +67,33 @@ def test_quality_weights_formula():
     torch.testing.assert_close(quality_weights(q, 2.0, 0.5), torch.tensor([0.81, 0.36, 0.0, 1.0]))
 
 
+def test_qw_keep_keeps_the_batch_best_rated_share_per_class():
+    q = torch.tensor([0.9, 0.6, 0.4, 1.0])
+    torch.testing.assert_close(quality_weights(q, 2.0, 0.5, keep=0.5), torch.tensor([0.81, 0.0, 0.0, 1.0]))
+    # with tau 0 only the ranking decides: ceil(0.25 * 4) = 1 sample kept, ceil(0.3 * 4) = 2; ties all kept
+    torch.testing.assert_close(quality_weights(q, 1.0, 0.0, keep=0.25), torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    torch.testing.assert_close(quality_weights(q, 1.0, 0.0, keep=0.3), torch.tensor([0.9, 0.0, 0.0, 1.0]))
+    tied = torch.tensor([0.7, 0.7, 0.6, 0.5])
+    assert (quality_weights(tied, 1.0, 0.0, keep=0.25) > 0).tolist() == [True, True, False, False]
+    per_class = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.8, 0.2]])  # each class ranks on its own
+    assert (quality_weights(per_class, 1.0, 0.0, keep=0.5) > 0).tolist() == [[True, False], [False, True],
+                                                                            [False, True], [True, False]]
+    assert torch.equal(quality_weights(q[:1], 1.0, 0.0, keep=0.1), q[:1])  # one sample: kept
+    # in the wrapper: kept is at most the share, whatever g's level (here every score is above tau)
+    critic = _critic(values=torch.tensor([0.9, 0.8, 0.7, 0.6]))
+    method = QualityGuidance(build_method(load_config(None, ["ssl.method=mt"]), 3), critic,
+                             GuidanceConfig(qw=True, qw_keep=0.5))
+    method.configure(10, torch.Generator().manual_seed(0))
+    student = build_model("unet", 2, 1, 3, [4, 8, 16], 0.0)
+    method.setup(student)
+    out = method.step({"student": student}, Batch(torch.randn(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))),
+                      UnlabeledBatch(torch.randn(4, 1, 16, 16)), 5)
+    assert float(out.logs["kept"]) == pytest.approx(0.5)
+    assert (out.unlabeled[0].sample_weight > 0).all(1).tolist() == [True, True, False, False]
+    with pytest.raises(ConfigError, match="qw_keep"):
+        load_config(None, ["guidance.qw=true", "ssl.method=mt", "guidance.qw_keep=0"])
+
+
 def test_constant_predictor_gives_uniform_weights_equal_to_the_plain_mean():
     term = _term()
     plain = term.reduced()

@@ -196,7 +196,8 @@ class SegmentationTrainer(BaseTrainer):
             predicted.append(np.asarray(scorer.score(case, mask), dtype=np.float64))
         g = self.cfg.guidance
         return probe_metrics(np.stack(predicted), np.stack(true), g.qw_power, g.qw_threshold,
-                             per_class=g.qw_per_class, weighted=g.qw if weighted is None else weighted)
+                             per_class=g.qw_per_class, weighted=g.qw if weighted is None else weighted,
+                             keep=g.qw_keep)
 
     def setup(self) -> None:
         super().setup()
