@@ -39,7 +39,7 @@ def quality_weights(q: torch.Tensor, power: float, threshold: float, keep: float
     Why ``keep``: on images unlike its training cases g's scores can be off in level while still ranking
     the pseudolabels (``benchmarks/study_probe_hidden.py``: on CVC-ColonDB's unlabeled frames g's MAE is
     ~0.4 yet its best-rated half is clearly better), and a fixed tau then keeps almost everything.
-    A share of the batch depends on the ranking only."""
+    A share of the batch depends on the ranking only. Under DDP each rank ranks its own batch."""
     w = q.clamp(0, 1) ** power * (q >= threshold).to(q)
     if keep < 1.0 and q.shape[0] > 1:
         n = max(1, math.ceil(keep * q.shape[0]))
