@@ -137,9 +137,12 @@ def main() -> None:
             q = json.loads(qfile.read_text())
             qeval = {"synthetic": {k: q["synthetic"]["all"].get(k) for k in ("mae", "spearman", "pearson", "n")}}
     guided = comparison.get("guided_vs_base", {})
-    unguided = {v: r for v, r in methods.items() if v not in guided and r.get("dice") is not None}
+    from qgseg.compare import is_guided
+
+    # guided by name, not by having a base in this grid (a grid of guided variants alone has no bases)
+    unguided = {v: r for v, r in methods.items() if not is_guided(v) and r.get("dice") is not None}
     best_unguided = max(unguided, key=lambda v: unguided[v]["dice"]) if unguided else None
-    done_guided = [v for v in guided if methods.get(v, {}).get("dice") is not None]
+    done_guided = [v for v in methods if is_guided(v) and methods[v].get("dice") is not None]
     best_guided = max(done_guided, key=lambda v: methods[v]["dice"]) if done_guided else None
     result = {
         "setting": args.which, "preset": preset, "setting_overrides": setting_overrides,
