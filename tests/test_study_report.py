@@ -143,7 +143,7 @@ def test_best_vs_best_on_unequal_seeds_is_also_compared_on_the_common_seeds(tmp_
     out = tmp_path / "benchmarks.md"
     study_report.write_report(tmp_path, out)
     row = next(ln for ln in out.read_text().splitlines() if ln.startswith("| ACDC-3 | mt 0.6000 (1)"))
-    assert "| mt-qw 0.6000 (3) | +0.0000 | no | -0.0200 on seed 0 |" in row
+    assert "| mt-qw 0.6000 (3) | +0.0000 | no (provisional: 1 seed) | -0.0200 on seed 0 |" in row
 
 
 def test_predictor_table_per_setting(tmp_path: Path) -> None:
