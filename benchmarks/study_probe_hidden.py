@@ -58,6 +58,8 @@ def probe_run(run_dir: Path, predictor: Path, n_cases: int, data_root: str | Non
     from qgseg.quality.scoring import QualityScorer
 
     last = run_dir / "segmenter" / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise SystemExit(f"{last}: missing; the probe needs the run's last checkpoint (its teacher and networks)")
     state = load_checkpoint(last, map_location="cpu")
     overrides = ["runtime.progress=false", "runtime.accelerator=cpu", "runtime.devices=1"]
     cfg = load_config(state["config"], overrides + ([f"data.root={data_root}"] if data_root else []))
@@ -74,12 +76,10 @@ def probe_run(run_dir: Path, predictor: Path, n_cases: int, data_root: str | Non
     if not recorded:
         print(f"{run_dir.name}: its checkpoint records no splits; they are re-drawn from its config "
               f"(data.split_seed {cfg.data.split_seed}) unchecked")
-    trainer._raw_model().load_state_dict(state["model"])
-    for k, m in trainer.raw_extra_networks().items():
-        m.load_state_dict(state["extra_networks"][k])
-    trainer.load_extra_state(state.get("extra", {}))
+    trainer.load_weights(state)
     scorer = trainer._val_scorer()
-    if scorer is None:  # unguided run: judged by the grid's predictor, as its -QW variant would be
+    own_critic = scorer is not None
+    if not own_critic:  # unguided run: judged by the grid's predictor, as its -QW variant would be
         critic = QualityCritic.from_checkpoint(predictor)
         scorer = QualityScorer(critic.model, critic.meta, critic.model_device)
     ds = trainer.data.dataset
@@ -94,7 +94,7 @@ def probe_run(run_dir: Path, predictor: Path, n_cases: int, data_root: str | Non
     labeled = load_cases(ds, spread(list(trainer.data.labeled), 16), "labeled probe cases", False)
     out = {"iteration": state["iteration"], "splits_checked": bool(recorded), "n_hidden": len(hidden),
            "n_without_label": len(picked) - len(hidden), "n_labeled": len(labeled),
-           "judge": "own critic" if trainer._val_scorer() is not None else "grid predictor"}
+           "judge": "own critic" if own_critic else "grid predictor"}
     for name, cases in (("labeled", labeled), ("hidden", hidden)):
         out[name] = trainer.probe_pseudolabels(scorer, cases, weighted=True)
     return out
@@ -123,6 +123,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     grids: dict[str, dict[str, Any]] = {}
     for grid in args.grids:
+        if not (grid / "comparison.json").is_file():
+            raise SystemExit(f"{grid}: no comparison.json; pass the folder of a `qgseg compare` grid")
         comparison = json.loads((grid / "comparison.json").read_text())
         predictor = Path(comparison["predictor"] or grid / "quality" / "checkpoints" / "best.ckpt")
         runs: dict[str, Any] = {}

@@ -271,11 +271,10 @@ def hidden_probe_lines(res: dict[str, Any] | None,
             by_variant.setdefault(r["variant"], []).append(r)
         for v in _order(by_variant):
             runs = by_variant[v]
-            keys = ("probe_g_mae", "probe_g_spearman", "probe_dice", "probe_dice_weighted", "probe_kept",
-                    "probe_dice_top_half", "probe_dice_oracle_half")
-            mean = {part: {k: _mean_of([r[part].get(k) for r in runs]) for k in keys} for part in ("labeled", "hidden")}
+            mean = {part: {k: _mean_of([r[part].get(k) for r in runs]) for k in {k for r in runs for k in r[part]}}
+                    for part in ("labeled", "hidden")}
             lab, hid = mean["labeled"], mean["hidden"]
-            kept = "-" if hid["probe_kept"] is None else f"{hid['probe_kept']:.0%}"
+            kept = "-" if hid.get("probe_kept") is None else f"{hid['probe_kept']:.0%}"
             rows.append(f"| {grid} | {v} | {len(runs)} | {_numbers(lab, ('probe_g_mae', 'probe_g_spearman'))} | "
                         f"{_numbers(lab, ('probe_dice',))} | {_numbers(hid, ('probe_g_mae', 'probe_g_spearman'))} | "
                         f"{_numbers(hid, ('probe_dice', 'probe_dice_weighted'), ' -> ')} | {kept} | "

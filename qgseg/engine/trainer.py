@@ -194,6 +194,17 @@ class BaseTrainer:
             state["ema"] = self.ema.state_dict()
         return state
 
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """Every network of a ``last.ckpt`` state (model, extra networks, EMA, :meth:`load_extra_state`,
+        e.g. teachers), without the optimiser, schedule or random streams: what resuming and an analysis of
+        a finished run (``benchmarks/study_probe_hidden.py``) both need, after :meth:`setup`."""
+        self._raw_model().load_state_dict(state["model"])
+        for k, m in self.raw_extra_networks().items():
+            m.load_state_dict(state["extra_networks"][k])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        self.load_extra_state(state.get("extra", {}))
+
     def _rng_state(self) -> dict[str, Any]:
         """This process's random streams: the trainer's generator, torch's, CUDA's."""
         state = {"generator": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
@@ -267,15 +278,10 @@ class BaseTrainer:
             self.setup()
         start, best, best_it, bad = 0, None, None, 0
         if state is not None:
-            self._raw_model().load_state_dict(state["model"])
-            for k, m in self.raw_extra_networks().items():
-                m.load_state_dict(state["extra_networks"][k])
+            self.load_weights(state)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self._load_rng_state(state)
-            if self.ema is not None and "ema" in state:
-                self.ema.load_state_dict(state["ema"])
-            self.load_extra_state(state.get("extra", {}))
             start, best, best_it = state["iteration"], state["best_metric"], state["best_iteration"]
             bad, self.history = state["bad_validations"], list(state["history"])
             self.fabric.print(f"resumed from {last_path} at iteration {start}")
