@@ -5,7 +5,7 @@
     python benchmarks/study_architectures.py ph2 acdc3 --report-only
 
 For each setting and architecture: SUP, the setting's best unguided method of the study and its
-guided variant (PH2: MT and MT-QW; ACDC-3: FixMatch and FixMatch-QW; ``--methods`` overrides), each a
+guided variant (PH2: MT and MT-QW; ACDC-3: CPS and CPS-QW, over 3 seeds; ``--methods`` overrides), each a
 ``qgseg compare`` grid with ``model.name`` (and the widths below) changed and the study's quality
 predictor (the predictor judges masks, not networks, so one predictor per setting serves every
 architecture). U-Net is the study's own grid (``--base-grid``). Runs go to ``--output-dir``
@@ -34,7 +34,7 @@ SETTINGS = {
     "ph2": {"preset": "ssl_ph2", "grid": "runs/bench/ssl_ph2_grid", "predictor": "runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
             "methods": ["sup", "mt", "mt-qw"], "overrides": []},
     "acdc3": {"preset": "ssl_acdc", "grid": "runs/bench/ssl_acdc3_grid",
-              "predictor": "runs/bench/q_ssl_acdc/checkpoints/best.ckpt", "methods": ["sup", "fixmatch", "fixmatch-qw"],
+              "predictor": "runs/bench/q_ssl_acdc/checkpoints/best.ckpt", "methods": ["sup", "cps", "cps-qw"],
               "overrides": []},
 }
 ARCH_OVERRIDES = {

@@ -58,6 +58,9 @@ ABLATION_VALUES = {"lambda_qar": [0, 0.01, 0.05, 0.1, 0.2], "qw_power": [1, 2, 4
                    "masks_per_image": [10, 20, 50], "weak_probability": [0, 0.15, 0.5],
                    "unlabeled_pool": [250, 500, 1500]}
 BACKBONE_ORDER = ["resnet10", "resnet18", "resnet34"]
+# The architecture axis of issue 14 (item 2): settings and the networks beside the study grid's U-Net.
+ARCHITECTURE_SETTINGS = ["ph2", "acdc3"]
+ARCHITECTURES = ["unet++", "attention-unet", "swin-unetr"]
 # Result files of the study's other axes, read from the results folder when present.
 EXTRA_FILES = {"study_backbones_ph2.json": "Predictor backbones", "study_ablations_ph2.json": "Ablations",
                "study_architectures.json": "Architectures",
@@ -445,12 +448,37 @@ def architecture_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     return lines
 
 
+def architectures_missing(res: dict[str, Any]) -> list[str]:
+    """Per setting of the architecture axis: the networks not run, and those with fewer than 3 seeds or
+    without all three of SUP, the best unguided method and its guided variant."""
+    out = []
+    settings = res.get("settings") or {}
+    for s in ARCHITECTURE_SETTINGS:
+        archs = settings.get(s) or {}
+        parts = []
+        for arch in ARCHITECTURES:
+            rows = {m: r for m, r in (archs.get(arch) or {}).items() if _done(r)}
+            if not rows:
+                parts.append(f"{arch} not run")
+                continue
+            seeds = min(len(r.get("seeds") or []) for r in rows.values())
+            short = [f"{len(rows)}/3 methods"] if len(rows) < 3 else []
+            short += [f"{seeds}/3 seeds"] if seeds < 3 else []
+            if short:
+                parts.append(f"{arch} {', '.join(short)}")
+        if parts:
+            out.append(f"{SETTING_TITLES[s]}: {', '.join(parts)}")
+    return out
+
+
 def not_tabulated(results: Path, backbones: dict[str, Any] | None, ablations: dict[str, Any] | None,
                   architectures: dict[str, Any] | None) -> list[str]:
     """The parts of issue 14 beyond the settings' grids that the result files do not cover yet."""
     items = []
     if architectures is None:
         items.append("architectures (U-Net, U-Net++, Attention U-Net, SwinUNETR 2D) on PH2 and ACDC-3")
+    elif missing := architectures_missing(architectures):
+        items.append("architectures: " + "; ".join(missing))
     if backbones is None:
         items.append("predictor backbones (ResNet-10/18/34, a non-ResNet MONAI backbone) on PH2")
     elif len(seeds := _seed_list(backbones.get("seeds"))) < 3:

@@ -117,6 +117,8 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert ("- ablations on PH2, values not run: lambda_qar 0.05, 0.1, 0.2; masks_per_image 10, 50; qw_power 1, 2, 4; "
             "qw_threshold 0, 0.5, 0.7; weak_probability 0, 0.15, 0.5; unlabeled_pool 250, 500, 1500.") in lines
     assert "- predictor backbones: more seeds (seeds 0 so far)." in lines and "architectures (U-Net" not in text
+    assert ("- architectures: PH2: unet++ 2/3 methods, attention-unet not run, swin-unetr not run; "
+            "ACDC-3: unet++ not run, attention-unet not run, swin-unetr not run.") in lines
     assert "(`benchmarks/study_overlays.py`): CVC-ColonDB, ACDC-3, ACDC-7." in text
     assert "- plots of the predictor backbones, ablations and architectures tables." in lines and "](../benchmarks/results/" not in text
     assert "- Ablations (`study_ablations_ph2.json`, commit `0123456`):" in lines
@@ -129,6 +131,10 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert "![predictor backbones](../benchmarks/results/study_backbones_ph2.png)" in text
     assert "predictor backbones:" not in text and "- plot of the ablations table." in text
     assert "![architectures](../benchmarks/results/study_architectures.png)" in text
+    full = {m: {"dice": 0.9, "dice_std": 0.01, "seeds": [0, 1, 2]} for m in ("sup", "mt", "mt-qw")}
+    _write(tmp_path / "study_architectures.json", {"settings": {s: {a: full for a in ("unet++", "attention-unet", "swin-unetr")}
+                                                                for s in ("ph2", "acdc3")}})
+    assert "architectures:" not in _report(tmp_path)
 
 
 def test_a_half_written_result_file_names_itself(tmp_path: Path) -> None:
