@@ -132,8 +132,8 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert "predictor backbones:" not in text and "- plot of the ablations table." in text
     assert "![architectures](../benchmarks/results/study_architectures.png)" in text
     full = {m: {"dice": 0.9, "dice_std": 0.01, "seeds": [0, 1, 2]} for m in ("sup", "mt", "mt-qw")}
-    _write(tmp_path / "study_architectures.json", {"settings": {s: {a: full for a in ("unet++", "attention-unet", "swin-unetr")}
-                                                                for s in ("ph2", "acdc3")}})
+    archs = ("unet++", "attention-unet", "swin-unetr")
+    _write(tmp_path / "study_architectures.json", {"settings": {s: {a: full for a in archs} for s in ("ph2", "acdc3")}})
     assert "architectures:" not in _report(tmp_path)
 
 
