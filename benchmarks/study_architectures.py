@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--output-dir", default="runs/bench/architectures")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--note", default=None, help="provenance to record (e.g. the command that trained the runs)")
     args = parser.parse_args()
     start = time.time()
     out_dir = Path(args.output_dir)
@@ -124,11 +125,12 @@ def main() -> None:
             cells = "; ".join(f"{m} {r['dice']:.4f}" + (f" ± {r['dice_std']:.4f}" if r["dice_std"] else "")
                               + f" (n={len(r['seeds'])})" for m, r in methods.items())
             rows.append((f"{s} {arch}", cells))
-    result = {"settings": data, "seeds": args.seeds, "wall_s": time.time() - start,
+    result = {"settings": data, "seeds": args.seeds, "wall_s": time.time() - start, "note": args.note,
               "widths": ARCH_OVERRIDES,
               "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
                            "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
                            f"seeds {args.seeds}; U-Net from the study grid on the same seeds; CPU, one thread per run")}
+    rows += [("note", args.note)] if args.note else []
     path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)",
                         draw=(lambda out: plot(data, out)) if rows else None)
     print(f"wrote {path}")
