@@ -372,6 +372,18 @@ def write_readme(summary: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def remove_stale_overlays(out: Path, pairs: Mapping[str, Any]) -> list[Path]:
+    """Delete the overlay images of an earlier run of this script that this run no longer shows (the cases
+    it picks change as seeds are added), so the folder holds only the current figures; says what it removed."""
+    shown = {it["image"] for e in pairs.values() for way in ("helped", "hurt") for it in e[way] if "image" in it}
+    stale = sorted(p for p in (out / "overlays").glob("*.jpg") if f"overlays/{p.name}" not in shown)
+    for p in stale:
+        p.unlink()
+    if stale:
+        print(f"removed {len(stale)} overlay image(s) of an earlier run that this run no longer shows", flush=True)
+    return stale
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("grid", type=Path, help="a qgseg compare grid folder (read only)")
@@ -405,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "command": command_line(), "git_commit": git_commit(), "wall_s": time.time() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     write_readme(summary, out / "README.md")
+    if loader is not None:
+        remove_stale_overlays(out, pairs)
     print(f"wrote {out / 'summary.json'} and README.md ({summary['wall_s']:.0f} s)")
     return summary
 

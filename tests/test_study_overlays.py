@@ -82,3 +82,14 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
         study_overlays.main([str(grid), "--out", str(grid / "figs")])
     with pytest.raises(DataError, match="no runs/"):
         study_overlays.discover_runs(tmp_path)
+
+
+def test_stale_overlays_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    for name in ("mt-qw_vs_mt_helped_1_a.jpg", "mt-qw_vs_mt_hurt_1_b.jpg", "notes.txt"):
+        (overlays / name).write_bytes(b"x")
+    pairs = {"mt-qw": {"helped": [{"image": "overlays/mt-qw_vs_mt_helped_1_a.jpg"}], "hurt": [{"case_id": "c"}]}}
+    removed = study_overlays.remove_stale_overlays(tmp_path, pairs)
+    assert [p.name for p in removed] == ["mt-qw_vs_mt_hurt_1_b.jpg"]
+    assert sorted(p.name for p in overlays.iterdir()) == ["mt-qw_vs_mt_helped_1_a.jpg", "notes.txt"]
