@@ -36,6 +36,9 @@ import numpy as np
 from qgseg.compare import _parse, base_of
 from qgseg.data.io import DataError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_architectures as _architecture_axis  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 OUT = REPO / "docs" / "benchmarks.md"
@@ -58,9 +61,9 @@ ABLATION_VALUES = {"lambda_qar": [0, 0.01, 0.05, 0.1, 0.2], "qw_power": [1, 2, 4
                    "masks_per_image": [10, 20, 50], "weak_probability": [0, 0.15, 0.5],
                    "unlabeled_pool": [250, 500, 1500]}
 BACKBONE_ORDER = ["resnet10", "resnet18", "resnet34"]
-# The architecture axis of issue 14 (item 2): settings and the networks beside the study grid's U-Net.
-ARCHITECTURE_SETTINGS = ["ph2", "acdc3"]
-ARCHITECTURES = ["unet++", "attention-unet", "swin-unetr"]
+# The architecture axis of issue 14 (item 2): its settings and the networks beside the study grid's U-Net,
+# as benchmarks/study_architectures.py defines them.
+ARCHITECTURE_SETTINGS, ARCHITECTURES = list(_architecture_axis.SETTINGS), list(_architecture_axis.ARCH_OVERRIDES)
 # Result files of the study's other axes, read from the results folder when present.
 EXTRA_FILES = {"study_backbones_ph2.json": "Predictor backbones", "study_ablations_ph2.json": "Ablations",
                "study_architectures.json": "Architectures",
