@@ -37,6 +37,7 @@ from qgseg.compare import _parse, base_of
 from qgseg.data.io import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_ablations as _ablation_axes  # noqa: E402
 import study_architectures as _architecture_axis  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,10 +57,9 @@ NOT_TABULATED = [
     "PH2 extras: PL-T, UA-MT(-QW), ICT(-QW), CL(-QW)",
     "the same grid at full size on a GPU",
 ]
-# The ablation grid of issue 14 (item 4): the values each axis of study_ablations_ph2.json should have.
-ABLATION_VALUES = {"lambda_qar": [0, 0.01, 0.05, 0.1, 0.2], "qw_power": [1, 2, 4], "qw_threshold": [0, 0.5, 0.7],
-                   "masks_per_image": [10, 20, 50], "weak_probability": [0, 0.15, 0.5],
-                   "unlabeled_pool": [250, 500, 1500]}
+# The ablation grid of issue 14 (item 4): the values each axis of study_ablations_ph2.json should have,
+# as benchmarks/study_ablations.py defines them.
+ABLATION_VALUES = {axis: spec["values"] for axis, spec in _ablation_axes.AXES.items()}
 BACKBONE_ORDER = ["resnet10", "resnet18", "resnet34"]
 # The architecture axis of issue 14 (item 2): its settings and the networks beside the study grid's U-Net,
 # as benchmarks/study_architectures.py defines them.

@@ -115,7 +115,7 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert "#### qw_power" in lines and "not run yet" in lines
     assert "| unet++ | 0.9000 ± 0.0100 | 0.9100 ± 0.0100 | mt-qw +0.0100 |" in lines
     assert ("- ablations on PH2, values not run: lambda_qar 0.05, 0.1, 0.2; masks_per_image 10, 50; qw_power 1, 2, 4; "
-            "qw_threshold 0, 0.5, 0.7; weak_probability 0, 0.15, 0.5; unlabeled_pool 250, 500, 1500.") in lines
+            "qw_threshold 0, 0.5, 0.7; unlabeled_pool 250, 500, 1500; weak_probability 0, 0.15, 0.5.") in lines
     assert "- predictor backbones: more seeds (seeds 0 so far)." in lines and "architectures (U-Net" not in text
     assert ("- architectures: PH2: unet++ 2/3 methods, attention-unet not run, swin-unetr not run; "
             "ACDC-3: unet++ not run, attention-unet not run, swin-unetr not run.") in lines
