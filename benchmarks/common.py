@@ -78,6 +78,31 @@ def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -
     return out
 
 
+def refresh_comparison(grid: Path, variants: list[str], seeds: list[int], extra: dict[str, Any] | None = None
+                       ) -> list[str]:
+    """Rewrite ``grid``'s ``comparison.{json,md,csv,png}`` from the finished runs (``result.json``) of
+    ``variants`` x ``seeds``. A grid trained by several ``qgseg compare`` calls (other seeds or methods
+    later) holds only the last call's table; this one counts every finished run. The old file's other
+    keys (predictor, wall, ...) are kept, ``extra`` overrides them; returns the runs not finished."""
+    from qgseg.compare import _read_result, aggregate, run_name, write_outputs
+
+    grid = Path(grid)
+    results, not_done = {}, []
+    for v in variants:
+        for s in seeds:
+            r = _read_result(grid / "runs" / run_name(v, s))
+            if r is not None:
+                results[(v, s)] = r
+            else:
+                not_done.append(run_name(v, s))
+    path = grid / "comparison.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    table = aggregate(results, variants, seeds)
+    kept = {k: v for k, v in old.items() if k not in table}
+    write_outputs(table, grid, {**kept, **(extra or {}), "not_done": not_done})
+    return not_done
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, START_COMMIT, command_line
+from common import DEFAULT_DATA_ROOT, RESULTS, START_COMMIT, command_line, refresh_comparison
 
 # setting -> (preset, overrides that define the setting on top of the preset)
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -104,20 +104,7 @@ def main() -> None:
     variants = [v.strip() for v in args.methods.split(",")]
     not_done: list[str] = []
     if args.report_only:
-        from qgseg.compare import _read_result, aggregate, run_name, write_outputs
-
-        results = {}
-        for v in variants:
-            for s in seeds:
-                r = _read_result(grid / "runs" / run_name(v, s))
-                if r is not None:
-                    results[(v, s)] = r
-                else:
-                    not_done.append(run_name(v, s))
-        old = json.loads((grid / "comparison.json").read_text()) if (grid / "comparison.json").is_file() else {}
-        table = aggregate(results, variants, seeds)
-        kept = {k: v for k, v in old.items() if k not in table}  # the grid run's own info (wall, predictor, ...)
-        write_outputs(table, grid, {**kept, "predictor": args.predictor or old.get("predictor"), "not_done": not_done})
+        not_done = refresh_comparison(grid, variants, seeds, {"predictor": args.predictor} if args.predictor else None)
         code = None
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, refresh_comparison, write_result  # noqa: E402
 
 # axis -> key, default, values, variants, whether phase 1 is retrained for each value
 AXES: dict[str, dict] = {
@@ -104,6 +104,8 @@ def collect(args) -> dict:
                 row["grid"] = str(base)
             else:
                 grid = out / _tag(axis, value)
+                if (grid / "runs").is_dir():  # seeds trained by separate calls: count them all
+                    refresh_comparison(grid, spec["variants"], [int(s) for s in seeds])
                 row["methods"] = _rows(grid, spec["variants"], seeds)
                 row["grid"] = str(grid)
                 if spec.get("predictor"):

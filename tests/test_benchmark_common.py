@@ -1,0 +1,44 @@
+"""benchmarks/common.py: a grid's comparison rebuilt from runs that several `qgseg compare` calls trained."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _common():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("common", BENCH / "common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(grid: Path, name: str, dice: float) -> None:
+    run = grid / "runs" / name
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({
+        "best_val_dice": dice, "wall_s": 10.0,
+        "test": {"unit": "pixels", "n": 3,
+                 "mean_foreground": {"dice": {"mean": dice, "std": 0.1}, "hd95": {"mean": 5.0, "std": 1.0}},
+                 "classes": {"lesion": {"dice": {"mean": dice, "std": 0.1}}}}}))
+
+
+def test_refresh_counts_seeds_of_earlier_calls_and_keeps_the_grid_info(tmp_path):
+    common = _common()
+    grid = tmp_path / "grid"
+    _run(grid, "qar_s0", 0.90)
+    _run(grid, "mt-qw_s0", 0.80)
+    _run(grid, "qar_s1", 0.92)  # a later call: `--methods qar --seeds 1,2`, seed 2 unfinished
+    # the later call's own table knows only its seeds; the grid's predictor must survive the rewrite
+    (grid / "comparison.json").write_text(json.dumps({"methods": {"qar": {"per_seed": {"1": 0.92}}},
+                                                      "predictor": "q/best.ckpt"}))
+    not_done = common.refresh_comparison(grid, ["mt-qw", "qar"], [0, 1, 2])
+    table = json.loads((grid / "comparison.json").read_text())
+    assert not_done == ["mt-qw_s1", "mt-qw_s2", "qar_s2"]
+    assert {k: round(v, 4) for k, v in table["methods"]["qar"]["per_seed"].items()} == {"0": 0.9, "1": 0.92}
+    assert table["methods"]["mt-qw"]["per_seed"] == {"0": 0.8}
+    assert table["predictor"] == "q/best.ckpt" and table["not_done"] == not_done
+    rows = common.grid_rows(grid, ["qar"], ["0", "1", "2"])
+    assert rows["qar"]["seeds"] == [0, 1] and abs(rows["qar"]["dice"] - 0.91) < 1e-9
