@@ -50,11 +50,12 @@ SETTING_TITLES = {"ph2": "PH2", "colondb": "CVC-ColonDB", "acdc3": "ACDC-3", "ac
 # The issue's 13 variants per setting, in table order (ssl_grid.METHODS).
 STUDY_METHODS = ["sup", "pl-c", "pl-qw", "mt", "mt-qw", "cps", "cps-qw", "fixmatch", "fixmatch-qw", "bcp", "bcp-qw",
                  "qar", "mt-qw+qar"]
+# Issue 14's extra baselines, on PH2 only (one seed unless more fit).
+PH2_EXTRAS = ["pl-t", "ua-mt", "ua-mt-qw", "ict", "ict-qw", "cl", "cl-qw"]
 MECHANISMS = {"QW": (True, False), "QAR": (False, True), "QW+QAR": (True, True)}
 # Parts of issue 14 without a result file of their own yet; the other parts are listed by
 # not_tabulated() from the files present.
 NOT_TABULATED = [
-    "PH2 extras: PL-T, UA-MT(-QW), ICT(-QW), CL(-QW)",
     "the same grid at full size on a GPU",
 ]
 # The ablation grid of issue 14 (item 4): the values each axis of study_ablations_ph2.json should have,
@@ -601,8 +602,9 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
         # the 13th variant is QAR on top of the setting's best -QW: any "<method>-qw+qar" fills that slot
         own = [v for v in methods if v.endswith("-qw+qar") and _done(methods.get(v))]
         expected = [own[0] if v == "mt-qw+qar" and own else v for v in STUDY_METHODS]
-        absent = [v for v in expected if not _done(methods.get(v))]
-        partial = [f"{v} ({len(methods[v].get('seeds') or [])}/3 seeds)" for v in expected
+        extras = PH2_EXTRAS if s == "ph2" else []
+        absent = [v for v in expected + extras if not _done(methods.get(v))]
+        partial = [f"{v} ({len(methods[v].get('seeds') or [])}/3 seeds)" for v in expected + extras
                    if _done(methods.get(v)) and len(methods[v].get("seeds") or []) < 3]
         if absent or partial:
             lines.append(f"- {SETTING_TITLES[s]}: " + "; ".join(

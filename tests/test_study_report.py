@@ -234,3 +234,17 @@ def test_qw_gain_is_correlated_with_the_selection_gain_of_the_hidden_probe(tmp_p
     _write(tmp_path / "study_probe_hidden.json", {"grids": {"ssl_ph2_grid": {"runs": runs}}})
     text = _report(tmp_path)
     assert "have Spearman rho = 1.00 (p = 0.000, 4 runs); within a setting: PH2 rho = 1.00" in text
+
+
+def test_ph2_extras_are_listed_until_run_and_get_rows_once_run(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    res = _result(*(dict(zip(seeds, v)) for v in ((0.8,) * 3, (0.85,) * 3, (0.86,) * 3)))
+    _write(tmp_path / "study_ph2.json", res)
+    not_run = next(ln for ln in _report(tmp_path).splitlines() if ln.startswith("- PH2: "))
+    assert "pl-t, ua-mt, ua-mt-qw, ict, ict-qw, cl, cl-qw" in not_run
+    res["methods"]["ua-mt"] = _row({"0": 0.9})
+    _write(tmp_path / "study_ph2.json", res)
+    text = _report(tmp_path)
+    assert "| ua-mt | 0.9000 ± 0.0100 (100 s) [1 seed] |" in text
+    not_run = next(ln for ln in text.splitlines() if ln.startswith("- PH2: "))
+    assert "ua-mt (1/3 seeds)" in not_run and "ua-mt," not in not_run
