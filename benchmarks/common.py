@@ -78,15 +78,20 @@ def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -
     return out
 
 
-def refresh_comparison(grid: Path, variants: list[str], seeds: list[int], extra: dict[str, Any] | None = None
-                       ) -> list[str]:
+def refresh_comparison(grid: Path, variants: list[str], seeds: list[int] | None = None,
+                       extra: dict[str, Any] | None = None) -> list[str]:
     """Rewrite ``grid``'s ``comparison.{json,md,csv,png}`` from the finished runs (``result.json``) of
-    ``variants`` x ``seeds``. A grid trained by several ``qgseg compare`` calls (other seeds or methods
-    later) holds only the last call's table; this one counts every finished run. The old file's other
-    keys (predictor, wall, ...) are kept, ``extra`` overrides them; returns the runs not finished."""
+    ``variants`` x ``seeds`` (None: every seed with a run folder of these variants). A grid trained by
+    several ``qgseg compare`` calls (other seeds or methods later) holds only the last call's table;
+    this one counts every finished run. The old file's other keys (predictor, wall, ...) are kept,
+    ``extra`` overrides them; returns the runs not finished."""
     from qgseg.compare import _read_result, aggregate, run_name, write_outputs
 
     grid = Path(grid)
+    if seeds is None:
+        names = {p.name for p in (grid / "runs").glob("*_s*")}
+        seeds = sorted({int(n.rsplit("_s", 1)[1]) for n in names
+                        if n.rsplit("_s", 1)[0] in variants and n.rsplit("_s", 1)[1].isdigit()})
     results, not_done = {}, []
     for v in variants:
         for s in seeds:

@@ -104,8 +104,8 @@ def collect(args) -> dict:
                 row["grid"] = str(base)
             else:
                 grid = out / _tag(axis, value)
-                if (grid / "runs").is_dir():  # seeds trained by separate calls: count them all
-                    refresh_comparison(grid, spec["variants"], [int(s) for s in seeds])
+                if (grid / "runs").is_dir():  # seeds trained by separate calls: the table counts them all
+                    refresh_comparison(grid, spec["variants"])
                 row["methods"] = _rows(grid, spec["variants"], seeds)
                 row["grid"] = str(grid)
                 if spec.get("predictor"):

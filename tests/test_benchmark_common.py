@@ -42,3 +42,14 @@ def test_refresh_counts_seeds_of_earlier_calls_and_keeps_the_grid_info(tmp_path)
     assert table["predictor"] == "q/best.ckpt" and table["not_done"] == not_done
     rows = common.grid_rows(grid, ["qar"], ["0", "1", "2"])
     assert rows["qar"]["seeds"] == [0, 1] and abs(rows["qar"]["dice"] - 0.91) < 1e-9
+
+
+def test_refresh_without_seeds_takes_every_seed_run_so_far(tmp_path):
+    common = _common()
+    grid = tmp_path / "grid"
+    for name, dice in (("qar_s0", 0.90), ("qar_s2", 0.94), ("sup_s1", 0.5)):
+        _run(grid, name, dice)
+    (grid / "runs" / "qar_s3").mkdir()  # started, unfinished
+    assert common.refresh_comparison(grid, ["qar"]) == ["qar_s3"]
+    table = json.loads((grid / "comparison.json").read_text())
+    assert sorted(table["methods"]["qar"]["per_seed"]) == ["0", "2"] and "sup" not in table["methods"]
