@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, write_result  # noqa: E402
+from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, refresh_comparison, write_result  # noqa: E402
 
 # setting -> preset, study grid (U-Net), predictor, default methods (SUP, best unguided, its guided variant)
 SETTINGS = {
@@ -46,19 +46,26 @@ ARCHS = ["unet", *ARCH_OVERRIDES]
 
 
 def collect(settings: list[str], args) -> dict:
+    """``{setting: {arch: grid_rows}}`` on the seeds asked for. Each architecture grid's comparison is
+    rebuilt from all its finished runs first (a later ``--seeds 1`` call's table holds seed 1 only); the
+    U-Net column (the study grid, 3 seeds) is narrowed to the seeds the other networks of the setting
+    have, so the networks are compared on the same seeds."""
     seeds = [s.strip() for s in args.seeds.split(",")]
     out: dict = {}
     for s in settings:
         spec = SETTINGS[s]
         methods = args.methods.split(",") if args.methods else spec["methods"]
         rows = {}
-        for arch in ARCHS:
-            # U-Net: the study grid on the seeds asked for, so every architecture is compared on the same seeds
-            grid = Path(spec["grid"]) if arch == "unet" else Path(args.output_dir) / f"{s}_{arch}"
+        for arch in ARCHS[1:]:
+            grid = Path(args.output_dir) / f"{s}_{arch}"
+            if (grid / "runs").is_dir():
+                refresh_comparison(grid, methods)
             found = grid_rows(grid, methods, seeds)
             if found:
                 rows[arch] = found
-        out[s] = rows
+        run = sorted({str(k) for r in rows.values() for m in r.values() for k in m["seeds"]}, key=int)
+        unet = grid_rows(Path(spec["grid"]), methods, run or seeds)
+        out[s] = {"unet": unet, **rows} if unet else rows
     return out
 
 
@@ -129,7 +136,8 @@ def main() -> None:
               "widths": ARCH_OVERRIDES,
               "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
                            "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
-                           f"seeds {args.seeds}; U-Net from the study grid on the same seeds; CPU, one thread per run")}
+                           f"seeds {args.seeds} (each network on those it has run); U-Net from the study grid "
+                           "on the seeds the other networks of the setting have; CPU, one thread per run")}
     rows += [("note", args.note)] if args.note else []
     path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)",
                         draw=(lambda out: plot(data, out)) if rows else None)
