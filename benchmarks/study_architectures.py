@@ -63,8 +63,8 @@ def collect(settings: list[str], args) -> dict:
             found = grid_rows(grid, methods, seeds)
             if found:
                 rows[arch] = found
-        run = sorted({str(k) for r in rows.values() for m in r.values() for k in m["seeds"]}, key=int)
-        unet = grid_rows(Path(spec["grid"]), methods, run or seeds)
+        seeds_run = sorted({str(k) for r in rows.values() for m in r.values() for k in m["seeds"]}, key=int)
+        unet = grid_rows(Path(spec["grid"]), methods, seeds_run or seeds)
         out[s] = {"unet": unet, **rows} if unet else rows
     return out
 
