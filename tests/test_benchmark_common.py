@@ -7,12 +7,17 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _common():
+def load_bench(name: str):
+    """A module of benchmarks/ (not a package), with benchmarks/ on the path for its own imports."""
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("common", BENCH / "common.py")
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _common():
+    return load_bench("common")
 
 
 def _run(grid: Path, name: str, dice: float) -> None:

@@ -1,22 +1,10 @@
 """benchmarks/study_architectures.py: the report counts every seed an architecture grid has run, and compares
 the study grid's U-Net on the seeds the other networks have."""
-import importlib.util
 import json
-import sys
 from argparse import Namespace
 from pathlib import Path
 
-from test_benchmark_common import _run
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _module():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("study_architectures", BENCH / "study_architectures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from test_benchmark_common import _run, load_bench
 
 
 def _study_grid(path: Path, methods: list[str]) -> Path:
@@ -28,7 +16,7 @@ def _study_grid(path: Path, methods: list[str]) -> Path:
 
 
 def test_a_later_seed_joins_its_grid_and_unet_is_compared_on_the_same_seeds(tmp_path, monkeypatch):
-    arch = _module()
+    arch = load_bench("study_architectures")
     out = tmp_path / "architectures"
     settings = {
         "ph2": {**arch.SETTINGS["ph2"], "grid": str(_study_grid(tmp_path / "ph2_grid", ["sup", "mt", "mt-qw"]))},
