@@ -315,7 +315,7 @@ def probe_gain_lines(data: dict[str, tuple[Path, dict[str, Any]]], res: dict[str
 
     def corr(rows: list[tuple[str, float, float]]) -> str:
         rho, p = spearmanr([r[1] for r in rows], [r[2] for r in rows])
-        return f"rho = {rho:.2f} (p = {p:.3f}, {len(rows)} runs)"
+        return f"rho = {rho:.2f} (p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}, {len(rows)} runs)"
 
     sel = [r[1] for r in pairs]
     per_setting = [f"{SETTING_TITLES.get(k, k)} {corr(rows)}" for k in dict.fromkeys(r[0] for r in pairs)

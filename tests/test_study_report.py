@@ -233,7 +233,7 @@ def test_qw_gain_is_correlated_with_the_selection_gain_of_the_hidden_probe(tmp_p
     _write(tmp_path / "study_ph2.json", res)
     _write(tmp_path / "study_probe_hidden.json", {"grids": {"ssl_ph2_grid": {"runs": runs}}})
     text = _report(tmp_path)
-    assert "have Spearman rho = 1.00 (p = 0.000, 4 runs); within a setting: PH2 rho = 1.00" in text
+    assert "have Spearman rho = 1.00 (p < 0.001, 4 runs); within a setting: PH2 rho = 1.00" in text
 
 
 def test_ph2_extras_are_listed_until_run_and_get_rows_once_run(tmp_path: Path) -> None:
