@@ -89,9 +89,8 @@ def refresh_comparison(grid: Path, variants: list[str], seeds: list[int] | None 
 
     grid = Path(grid)
     if seeds is None:
-        names = {p.name for p in (grid / "runs").glob("*_s*")}
-        seeds = sorted({int(n.rsplit("_s", 1)[1]) for n in names
-                        if n.rsplit("_s", 1)[0] in variants and n.rsplit("_s", 1)[1].isdigit()})
+        split = (p.name.rsplit("_s", 1) for p in (grid / "runs").glob("*_s*"))
+        seeds = sorted({int(seed) for variant, seed in split if variant in variants and seed.isdigit()})
     results, not_done = {}, []
     for v in variants:
         for s in seeds:

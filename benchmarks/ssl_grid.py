@@ -104,7 +104,8 @@ def main() -> None:
     variants = [v.strip() for v in args.methods.split(",")]
     not_done: list[str] = []
     if args.report_only:
-        not_done = refresh_comparison(grid, variants, seeds, extra={"predictor": args.predictor} if args.predictor else None)
+        not_done = refresh_comparison(grid, variants, seeds,
+                                      extra={"predictor": args.predictor} if args.predictor else None)
         code = None
     else:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -38,6 +38,7 @@ from qgseg.data.io import DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_ablations as _ablation_axes  # noqa: E402
+import ssl_grid as _grid  # noqa: E402
 import study_architectures as _architecture_axis  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +48,8 @@ BEGIN, END = "<!-- study-report:begin -->", "<!-- study-report:end -->"
 
 SETTINGS = ["ph2", "colondb", "acdc3", "acdc7"]
 SETTING_TITLES = {"ph2": "PH2", "colondb": "CVC-ColonDB", "acdc3": "ACDC-3", "acdc7": "ACDC-7"}
-# The issue's 13 variants per setting, in table order (ssl_grid.METHODS).
-STUDY_METHODS = ["sup", "pl-c", "pl-qw", "mt", "mt-qw", "cps", "cps-qw", "fixmatch", "fixmatch-qw", "bcp", "bcp-qw",
-                 "qar", "mt-qw+qar"]
+# The issue's 13 variants per setting, in table order: the grid script's own default list.
+STUDY_METHODS = _grid.METHODS.split(",")
 # Issue 14's extra baselines, on PH2 only (one seed unless more fit).
 PH2_EXTRAS = ["pl-t", "ua-mt", "ua-mt-qw", "ict", "ict-qw", "cl", "cl-qw"]
 MECHANISMS = {"QW": (True, False), "QAR": (False, True), "QW+QAR": (True, True)}
