@@ -5,6 +5,8 @@
     # the study of issue 14 (13 variants per setting; writes study_<setting>.json, read by study_report.py)
     OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py colondb --study --data-root ../shared/data --jobs 2
     OMP_NUM_THREADS=1 python benchmarks/ssl_grid.py ph2 --study --grid ssl_ph2_grid ...  # reuse finished runs
+    # the same grid at the field's full size on GPUs (the presets' "# GPU:" sizes) -> study_<setting>_fullsize.json
+    python benchmarks/ssl_grid.py acdc3 --study --full-size --jobs 16 --data-root ../shared/data [--dry-run]
 
 Protocol (CPU, identical for every method of a dataset; the presets say it in full):
 * ph2: configs/ssl_ph2.yaml - paper split 140/20/40, derm-unlabeled (1,500) as the pool, 96x96,
@@ -85,11 +87,20 @@ def main() -> None:
     parser.add_argument("--grid", help="grid folder name under --output-dir (default <result name>_grid); naming an "
                                        "existing grid of the same protocol reuses its finished runs")
     parser.add_argument("--note", default="", help="provenance or remarks stored with the result")
+    parser.add_argument("--full-size", action="store_true",
+                        help="the field's full size for a GPU: every '# GPU:' size of the preset (results get the tag "
+                             "'fullsize'; runs go round-robin over the visible GPUs)")
+    parser.add_argument("--dry-run", action="store_true", help="print the qgseg compare command and exit")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: tabulate the grid's finished runs (unfinished ones are listed as such)")
     args = parser.parse_args()
     preset, setting_overrides = SETTINGS[args.which]
-    stem = ("study_" if args.study else "ssl_") + args.which + (f"_{args.tag}" if args.tag else "")
+    if args.full_size:  # the preset's GPU sizes first, so that the setting and the user's --set win
+        from qgseg.config import preset_gpu_overrides
+
+        setting_overrides = preset_gpu_overrides(preset) + setting_overrides
+    tag = "_".join(filter(None, ["fullsize" if args.full_size else "", args.tag]))
+    stem = ("study_" if args.study else "ssl_") + args.which + (f"_{tag}" if tag else "")
     name = args.grid or f"{stem}_grid"
     cmd = [sys.executable, "-m", "qgseg.cli.main", "compare", preset, "--methods", args.methods, "--seeds", args.seeds,
            "--jobs", str(args.jobs), "--output-dir", args.output_dir, "--name", name, "--data-root", args.data_root]
@@ -98,6 +109,9 @@ def main() -> None:
     overrides = setting_overrides + args.overrides
     for o in overrides:
         cmd += ["--set", o]
+    if args.dry_run:
+        print(" ".join(cmd[1:]).replace("-m qgseg.cli.main", "qgseg", 1))
+        return
     start = time.time()
     grid = Path(args.output_dir) / name
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -143,8 +157,11 @@ def main() -> None:
         "compare_exit_code": code, "grid": str(grid), "runs_not_done": not_done,
         "runs_wall_s_total": sum((r.get("wall_s") or 0) * len(r.get("seeds", [])) for r in methods.values()),
         "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "
-                     f"qgseg compare --jobs {args.jobs} single-thread runs on the CPU; checkpoint selected on val; "
-                     f"test split scored once per run" + (f"; overrides {overrides}" if overrides else "")),
+                     f"qgseg compare --jobs {args.jobs} " + ("runs round-robin over the GPUs, at the presets' "
+                                                              "'# GPU:' sizes" if args.full_size else
+                                                              "single-thread runs on the CPU")
+                     + "; checkpoint selected on val; "
+                     "test split scored once per run" + (f"; overrides {overrides}" if overrides else "")),
         "command": command_line(), "git_commit": START_COMMIT, "note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

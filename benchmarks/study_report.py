@@ -53,11 +53,8 @@ STUDY_METHODS = _grid.METHODS.split(",")
 # Issue 14's extra baselines, on PH2 only (one seed unless more fit).
 PH2_EXTRAS = ["pl-t", "ua-mt", "ua-mt-qw", "ict", "ict-qw", "cl", "cl-qw"]
 MECHANISMS = {"QW": (True, False), "QAR": (False, True), "QW+QAR": (True, True)}
-# Parts of issue 14 without a result file of their own yet; the other parts are listed by
-# not_tabulated() from the files present.
-NOT_TABULATED = [
-    "the same grid at full size on a GPU",
-]
+# The same grids at the field's full size on GPUs (`ssl_grid.py --full-size`): study_<setting><suffix>.json.
+FULL_SIZE = "_fullsize"
 # The ablation grid of issue 14 (item 4): the values each axis of study_ablations_ph2.json should have,
 # as benchmarks/study_ablations.py defines them.
 ABLATION_VALUES = {axis: spec["values"] for axis, spec in _ablation_axes.AXES.items()}
@@ -83,11 +80,12 @@ rewrites only the block.
 """
 
 
-def load_settings(results: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """``{setting: (file, result)}`` from ``study_<s>.json``, else ``ssl_<s>.json``; absent settings left out."""
+def load_settings(results: Path, suffix: str = "") -> dict[str, tuple[Path, dict[str, Any]]]:
+    """``{setting: (file, result)}`` from ``study_<s><suffix>.json``, else (no suffix) ``ssl_<s>.json``; absent
+    settings left out."""
     found = {}
     for s in SETTINGS:
-        for stem in (f"study_{s}", f"ssl_{s}"):
+        for stem in (f"study_{s}{suffix}",) + ((f"ssl_{s}",) if not suffix else ()):
             path = results / f"{stem}.json"
             if path.is_file():
                 found[s] = (path, read_result(path))
@@ -506,7 +504,33 @@ def not_tabulated(results: Path, backbones: dict[str, Any] | None, ablations: di
         many = len(no_plot) > 1
         items.append(f"plot{'s' * many} of the " + " and ".join(filter(None, [", ".join(no_plot[:-1]), no_plot[-1]]))
                      + f" table{'s' * many}")
-    return items + NOT_TABULATED
+    full_size = load_settings(results, FULL_SIZE)
+    if no_gpu := [s for s in SETTINGS if s not in full_size]:
+        items.append("the same grid at full size on a GPU: " + ", ".join(SETTING_TITLES[s] for s in no_gpu)
+                     + " (prepared: `python benchmarks/ssl_grid.py <setting> --study --full-size --jobs 16`)")
+    return items
+
+
+def best_vs_best_rows(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
+    """One table row per setting: its best unguided and best guided variant, their difference, the goal."""
+    lines: list[str] = []
+    for s in [s for s in SETTINGS if s in data]:
+        methods = data[s][1].get("methods", {})
+        bu, bg = best(methods, False), best(methods, True)
+        if bu and bg:
+            d = methods[bg]["dice"] - methods[bu]["dice"]
+            pu, pg = (methods[v].get("per_seed") or {} for v in (bu, bg))
+            common = sorted(set(pu) & set(pg), key=int)
+            paired = ""
+            if set(pu) != set(pg) and common:
+                du = float(np.mean([pg[k] - pu[k] for k in common]))
+                paired = f"{du:+.4f} on seed{'s' * (len(common) > 1)} {', '.join(common)}"
+            lines.append(f"| {SETTING_TITLES[s]} | {bu} {methods[bu]['dice']:.4f} ({len(pu)}) | {bg} "
+                         f"{methods[bg]['dice']:.4f} ({len(pg)}) | {d:+.4f} | {_goal(d, min(len(pu), len(pg)))} | "
+                         f"{paired} |")
+        else:
+            lines.append(f"| {SETTING_TITLES[s]} | {bu or ''} | {bg or ''} | | not enough runs | |")
+    return lines
 
 
 def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
@@ -572,22 +596,15 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
               "and the best of many such means is biased upwards)."), "",
               "| setting | best unguided | best guided | difference | goal met | on common seeds |",
               "|---|---|---|---|---|---|"]
-    for s in cols:
-        methods = data[s][1].get("methods", {})
-        bu, bg = best(methods, False), best(methods, True)
-        if bu and bg:
-            d = methods[bg]["dice"] - methods[bu]["dice"]
-            pu, pg = (methods[v].get("per_seed") or {} for v in (bu, bg))
-            common = sorted(set(pu) & set(pg), key=int)
-            paired = ""
-            if set(pu) != set(pg) and common:
-                du = float(np.mean([pg[k] - pu[k] for k in common]))
-                paired = f"{du:+.4f} on seed{'s' * (len(common) > 1)} {', '.join(common)}"
-            lines.append(f"| {SETTING_TITLES[s]} | {bu} {methods[bu]['dice']:.4f} ({len(pu)}) | {bg} "
-                         f"{methods[bg]['dice']:.4f} ({len(pg)}) | {d:+.4f} | {_goal(d, min(len(pu), len(pg)))} | "
-                         f"{paired} |")
-        else:
-            lines.append(f"| {SETTING_TITLES[s]} | {bu or ''} | {bg or ''} | | not enough runs | |")
+    lines += best_vs_best_rows(data)
+    if full_size := load_settings(results, FULL_SIZE):
+        lines += ["", "### Full size on a GPU", "",
+                  ("The same grids at the field's full size (each preset's `# GPU:` sizes, `benchmarks/ssl_grid.py "
+                   "--full-size`); the full tables are in " + ", ".join(f"`{p.with_suffix('.md').name}`"
+                                                                       for p, _ in full_size.values()) + "."), "",
+                  "| setting | best unguided | best guided | difference | goal met | on common seeds |",
+                  "|---|---|---|---|---|---|"]
+        lines += best_vs_best_rows(full_size)
     lines += predictor_lines(data, results) + judge_lines(data) + hidden_probe_lines(hidden_probe, data)
     lines += backbone_lines(backbones, results)
     lines += ablation_lines(ablations, results)

@@ -58,3 +58,21 @@ def test_refresh_without_seeds_takes_every_seed_run_so_far(tmp_path):
     assert common.refresh_comparison(grid, ["qar"]) == ["qar_s3"]
     table = json.loads((grid / "comparison.json").read_text())
     assert sorted(table["methods"]["qar"]["per_seed"]) == ["0", "2"] and "sup" not in table["methods"]
+
+
+def test_ssl_grid_full_size_sets_the_presets_gpu_sizes_under_its_own_result_name(capsys):
+    from qgseg.config import load_config, preset_gpu_overrides
+
+    ssl_grid = load_bench("ssl_grid")
+    argv = sys.argv
+    try:
+        sys.argv = ["ssl_grid.py", "acdc7", "--study", "--full-size", "--jobs", "16", "--dry-run", "--data-root", "d"]
+        ssl_grid.main()
+    finally:
+        sys.argv = argv
+    cmd = capsys.readouterr().out.strip()
+    assert cmd.startswith("qgseg compare ssl_acdc ") and "--name study_acdc7_fullsize_grid" in cmd
+    sets = cmd.split(" --set ")[1:]
+    assert sets == preset_gpu_overrides("ssl_acdc") + ["data.labeled=7"]  # the setting's own override wins
+    cfg = load_config("ssl_acdc", sets)
+    assert cfg.data.image_size == [256, 256] and cfg.train.iterations == 30000 and cfg.data.labeled == 7

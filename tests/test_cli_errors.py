@@ -242,7 +242,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(env, capsys,
         main(["data", "check", str(env["data"])])
 
 
-@pytest.mark.parametrize("preset", ["ph2", "cvc_colondb", "acdc"])
+@pytest.mark.parametrize("preset", ["ph2", "cvc_colondb", "acdc", "ssl_ph2", "ssl_colondb", "ssl_acdc"])
 def test_presets_default_to_cpu_sizes_with_valid_gpu_sizes_beside_them(preset):
     from qgseg.config import load_config, preset_gpu_overrides
 

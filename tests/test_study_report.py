@@ -248,3 +248,24 @@ def test_ph2_extras_are_listed_until_run_and_get_rows_once_run(tmp_path: Path) -
     assert "| ua-mt | 0.9000 ± 0.0100 (100 s) [1 seed] |" in text
     not_run = next(ln for ln in text.splitlines() if ln.startswith("- PH2: "))
     assert "ua-mt (1/3 seeds)" in not_run and "ua-mt," not in not_run
+
+
+def test_full_size_grids_get_their_own_best_vs_best_table_and_are_listed_until_run(tmp_path: Path) -> None:
+    seeds = ("0", "1", "2")
+    cpu = _result(dict(zip(seeds, (0.50, 0.52, 0.51))), dict(zip(seeds, (0.55, 0.54, 0.56))),
+                  dict(zip(seeds, (0.58, 0.57, 0.59))))
+    _write(tmp_path / "study_acdc3.json", cpu)
+    text = _report(tmp_path)
+    assert "### Full size on a GPU" not in text
+    assert ("the same grid at full size on a GPU: PH2, CVC-ColonDB, ACDC-3, ACDC-7 (prepared: "
+            "`python benchmarks/ssl_grid.py <setting> --study --full-size --jobs 16`)") in text
+    gpu = _result(dict(zip(seeds, (0.80, 0.82, 0.81))), dict(zip(seeds, (0.85, 0.84, 0.86))),
+                  dict(zip(seeds, (0.88, 0.87, 0.89))))
+    _write(tmp_path / "study_acdc3_fullsize.json", gpu)
+    assert set(study_report.load_settings(tmp_path)) == {"acdc3"}  # the CPU columns stay the CPU grid's
+    text = _report(tmp_path)
+    block = text.split("### Full size on a GPU", 1)[1].split("###", 1)[0]
+    assert "`study_acdc3_fullsize.md`" in block
+    assert "| ACDC-3 | mt 0.8500 (3) | mt-qw 0.8800 (3) | +0.0300 | yes |  |" in block
+    assert "full size on a GPU: PH2, CVC-ColonDB, ACDC-7 (prepared" in text
+    assert "| ACDC-3 | mt 0.5500 (3) | mt-qw 0.5800 (3) | +0.0300 | yes |  |" in text.split("### Full size", 1)[0]
