@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/study_ablations.py --seeds 0 --data-root ../shared/data
     OMP_NUM_THREADS=1 python benchmarks/study_ablations.py --axes lambda_qar,qw_threshold --seeds 0
+    # more seeds for an axis's best point only
+    OMP_NUM_THREADS=1 python benchmarks/study_ablations.py --axes weak_probability --values 0.5 --seeds 1,2
     python benchmarks/study_ablations.py --report-only          # tabulate what has run so far
 
 Axes (one seed per point unless --seeds says more; the default point of each axis is the study's own
@@ -82,6 +84,19 @@ def run_point(axis: str, value: float, args, log: Path) -> None:
     qgseg_cli(["compare", "ssl_ph2", "--methods", ",".join(spec["variants"]), "--seeds", args.seeds, "--jobs", "1",
                "--predictor", predictor, "--data-root", args.data_root, "--output-dir", str(out),
                "--name", _tag(axis, value), *sets], log)
+
+
+def points(axes: list[str], values: list[float] | None = None) -> list[tuple[str, float]]:
+    """The (axis, value) points to train: each axis's non-default values (``values``: only those). The default
+    point is the study grid's own runs, and lambda_qar = 0 is QAR switched off, i.e. the SUP runs."""
+    chosen = [(axis, v) for axis in axes for v in AXES[axis]["values"]
+              if v != AXES[axis]["default"] and not (axis == "lambda_qar" and v == 0)]
+    if values is None:
+        return chosen
+    if stray := [v for v in values if not any(abs(v - c) < 1e-9 for _, c in chosen)]:
+        raise SystemExit(f"--values {', '.join(f'{v:g}' for v in stray)}: not a trainable point of "
+                         f"{', '.join(axes)} (their points: {', '.join(f'{a} {c:g}' for a, c in chosen)})")
+    return [(axis, v) for axis, v in chosen if any(abs(v - w) < 1e-9 for w in values)]
 
 
 def collect(args) -> dict:
@@ -178,6 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--axes", default=",".join(AXES), help="comma-separated subset of " + ", ".join(AXES))
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--values", help="comma-separated: train only these values of the chosen axes (e.g. the "
+                                         "best point, for more seeds)")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--output-dir", default="runs/bench/ablations")
     parser.add_argument("--base-grid", default="runs/bench/ssl_ph2_grid", help="the study's PH2 grid (defaults)")
@@ -194,15 +211,12 @@ def main() -> None:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     log = Path(args.output_dir) / "ablations.log"
     if not args.report_only:
-        for axis in chosen:
-            spec = AXES[axis]
-            for value in spec["values"]:
-                if value == spec["default"] or (axis == "lambda_qar" and value == 0):
-                    continue
-                t0 = time.time()
-                run_point(axis, value, args, log)
-                print(f"{axis} = {value:g}: done in {time.time() - t0:.0f} s", flush=True)
-                write(collect(args), args, time.time() - start)  # a partial study is tabulated too
+        values = [float(v) for v in args.values.split(",")] if args.values else None
+        for axis, value in points(chosen, values):
+            t0 = time.time()
+            run_point(axis, value, args, log)
+            print(f"{axis} = {value:g}: done in {time.time() - t0:.0f} s", flush=True)
+            write(collect(args), args, time.time() - start)  # a partial study is tabulated too
     print(f"wrote {write(collect(args), args, time.time() - start)}")
 
 
