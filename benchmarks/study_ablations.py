@@ -211,7 +211,10 @@ def main() -> None:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     log = Path(args.output_dir) / "ablations.log"
     if not args.report_only:
-        values = [float(v) for v in args.values.split(",")] if args.values else None
+        try:
+            values = [float(v) for v in args.values.split(",")] if args.values else None
+        except ValueError:
+            raise SystemExit(f"--values {args.values!r}: expected comma-separated numbers, e.g. 0.5 or 20,50") from None
         for axis, value in points(chosen, values):
             t0 = time.time()
             run_point(axis, value, args, log)
