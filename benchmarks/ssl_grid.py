@@ -109,8 +109,9 @@ def main() -> None:
     overrides = setting_overrides + args.overrides
     for o in overrides:
         cmd += ["--set", o]
+    compare_command = " ".join(cmd[1:]).replace("-m qgseg.cli.main", "qgseg", 1)  # as a user would type it
     if args.dry_run:
-        print(" ".join(cmd[1:]).replace("-m qgseg.cli.main", "qgseg", 1))
+        print(compare_command)
         return
     start = time.time()
     grid = Path(args.output_dir) / name
@@ -153,7 +154,7 @@ def main() -> None:
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None
                                             and methods[best_guided]["dice"] > methods[best_unguided]["dice"]),
         "wall_s": comparison.get("wall_s") if args.report_only else time.time() - start,
-        "compare_command": " ".join(cmd[1:]).replace("-m qgseg.cli.main", "qgseg", 1),
+        "compare_command": compare_command,
         "compare_exit_code": code, "grid": str(grid), "runs_not_done": not_done,
         "runs_wall_s_total": sum((r.get("wall_s") or 0) * len(r.get("seeds", [])) for r in methods.values()),
         "protocol": (f"configs/{preset}.yaml (see the header), variants {args.methods}, seeds {args.seeds}, "

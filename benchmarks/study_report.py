@@ -511,9 +511,10 @@ def not_tabulated(results: Path, backbones: dict[str, Any] | None, ablations: di
     return items
 
 
-def best_vs_best_rows(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
-    """One table row per setting: its best unguided and best guided variant, their difference, the goal."""
-    lines: list[str] = []
+def best_vs_best_table(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
+    """A table with one row per setting: its best unguided and best guided variant, their difference, the goal."""
+    lines = ["| setting | best unguided | best guided | difference | goal met | on common seeds |",
+             "|---|---|---|---|---|---|"]
     for s in [s for s in SETTINGS if s in data]:
         methods = data[s][1].get("methods", {})
         bu, bg = best(methods, False), best(methods, True)
@@ -593,18 +594,14 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
               ("The issue's goal: the best guided variant beats the best unguided method on every setting by at "
               "least 1 Dice point on average over seeds. Seeds in brackets; where the two were run on different "
               "seeds, the last column compares them on the seeds both have (a mean over fewer seeds is noisier, "
-              "and the best of many such means is biased upwards)."), "",
-              "| setting | best unguided | best guided | difference | goal met | on common seeds |",
-              "|---|---|---|---|---|---|"]
-    lines += best_vs_best_rows(data)
+              "and the best of many such means is biased upwards)."), ""]
+    lines += best_vs_best_table(data)
     if full_size := load_settings(results, FULL_SIZE):
         lines += ["", "### Full size on a GPU", "",
                   ("The same grids at the field's full size (each preset's `# GPU:` sizes, `benchmarks/ssl_grid.py "
                    "--full-size`); the full tables are in " + ", ".join(f"`{p.with_suffix('.md').name}`"
-                                                                       for p, _ in full_size.values()) + "."), "",
-                  "| setting | best unguided | best guided | difference | goal met | on common seeds |",
-                  "|---|---|---|---|---|---|"]
-        lines += best_vs_best_rows(full_size)
+                                                                       for p, _ in full_size.values()) + "."), ""]
+        lines += best_vs_best_table(full_size)
     lines += predictor_lines(data, results) + judge_lines(data) + hidden_probe_lines(hidden_probe, data)
     lines += backbone_lines(backbones, results)
     lines += ablation_lines(ablations, results)

@@ -1,18 +1,15 @@
 """docs/benchmarks.md's generated block from study result files (benchmarks/study_report.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from qgseg.data.io import DataError
+from test_benchmark_common import load_bench
 
-_SPEC = importlib.util.spec_from_file_location(
-    "study_report", Path(__file__).resolve().parents[1] / "benchmarks" / "study_report.py")
-study_report = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(study_report)
+study_report = load_bench("study_report")
 
 
 def _row(per_seed: dict[str, float]) -> dict:
