@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -58,11 +59,18 @@ def qgseg_cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"qgseg {' '.join(args[:2])} failed (exit {code}); see {log}")
 
 
-def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``{variant: {dice, dice_std (ddof 1; None for one seed), seeds, per_seed, wall_s}}`` from a
-    ``qgseg compare`` grid's ``comparison.json``, on ``seeds`` only (None: all); {} before it exists."""
+def seed_row(per_seed: dict[str, float], wall_s: float | None = None) -> dict[str, Any]:
+    """``{dice, dice_std (ddof 1; None for one seed), seeds, per_seed, wall_s}`` of one variant's per-seed Dice."""
     import numpy as np
 
+    vals = list(per_seed.values())
+    return {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "seeds": sorted(int(k) for k in per_seed), "per_seed": dict(per_seed), "wall_s": wall_s}
+
+
+def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{variant: seed_row}`` from a ``qgseg compare`` grid's ``comparison.json``, on ``seeds`` only
+    (None: all); {} before it exists."""
     path = Path(grid) / "comparison.json"
     if not path.is_file():
         return {}
@@ -72,10 +80,25 @@ def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -
         r = methods.get(v) or {}
         per_seed = {k: float(x) for k, x in r.get("per_seed", {}).items() if seeds is None or k in seeds}
         if per_seed:
-            vals = list(per_seed.values())
-            out[v] = {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                      "seeds": sorted(int(k) for k in per_seed), "per_seed": per_seed, "wall_s": r.get("wall_s")}
+            out[v] = seed_row(per_seed, r.get("wall_s"))
     return out
+
+
+def carry_committed(fresh: dict[str, dict[str, Any]], committed: dict[str, dict[str, Any]] | None,
+                    seeds: list[str] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """``fresh`` rows (``{variant: seed_row}``) completed by the committed result's per-seed Dice of the seeds
+    (of ``seeds``; None: all) that have no run folder here, e.g. in a fresh checkout, where the runs behind a
+    committed table are gone. A seed run here wins over the committed value. Returns the rows and
+    ``{variant: carried seeds}``, so the report can say which numbers it did not recompute."""
+    rows, carried = dict(fresh), {}
+    for v, old in (committed or {}).items():
+        new = fresh.get(v) or {}
+        keep = {k: float(x) for k, x in (old.get("per_seed") or {}).items()
+                if k not in new.get("per_seed", {}) and (seeds is None or k in seeds)}
+        if keep:
+            rows[v] = seed_row({**keep, **new.get("per_seed", {})}, new.get("wall_s", old.get("wall_s")))
+            carried[v] = sorted(int(k) for k in keep)
+    return rows, carried
 
 
 def refresh_comparison(grid: Path, variants: list[str], seeds: list[int] | None = None,
@@ -111,10 +134,45 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def committed_result(name: str) -> dict[str, Any] | None:
+    """The result file ``benchmarks/results/<name>.json`` as committed (None before the first run)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def seed_results(obj: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every per-seed result in a result file: the key path of each ``per_seed`` map plus the seed."""
+    if not isinstance(obj, dict):
+        return set()
+    found = set()
+    for k, v in obj.items():
+        if k == "per_seed" and isinstance(v, dict):
+            found |= {(*path, str(seed)) for seed in v}
+        else:
+            found |= seed_results(v, (*path, str(k)))
+    return found
+
+
+def check_no_dropped_seeds(name: str, result: dict[str, Any]) -> None:
+    """Refuse to write a result that lacks per-seed results of the committed file (for instance a
+    ``--report-only`` in a checkout without the run folders): the loss would otherwise be silent.
+    ``QGSEG_BENCH_REPLACE=1`` replaces the file anyway."""
+    old = committed_result(name)
+    if old is None or os.environ.get("QGSEG_BENCH_REPLACE") == "1":
+        return
+    dropped = sorted(seed_results(old) - seed_results(result))
+    if dropped:
+        shown = ", ".join("/".join(d[:-1]) + f" seed {d[-1]}" for d in dropped[:4])
+        raise SystemExit(f"{RESULTS / name}.json: the new result lacks {len(dropped)} per-seed result(s) of the "
+                         f"committed one ({shown}{', ...' if len(dropped) > 4 else ''}); are their run folders "
+                         "missing here? Nothing written. Set QGSEG_BENCH_REPLACE=1 to replace the file anyway.")
+
+
 def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str,
                  draw: Any = None) -> Path:
     """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``; with ``draw``
     (a function of the output path) also ``results/<name>.png``, shown in the markdown."""
+    check_no_dropped_seeds(name, result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {**result, "command": command_line(), "git_commit": START_COMMIT}
     path = RESULTS / f"{name}.json"

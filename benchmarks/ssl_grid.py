@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, RESULTS, START_COMMIT, command_line, refresh_comparison
+from common import DEFAULT_DATA_ROOT, RESULTS, START_COMMIT, check_no_dropped_seeds, command_line, refresh_comparison
 
 # setting -> (preset, overrides that define the setting on top of the preset)
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -119,6 +119,9 @@ def main() -> None:
     variants = [v.strip() for v in args.methods.split(",")]
     not_done: list[str] = []
     if args.report_only:
+        if not (grid / "runs").is_dir():
+            raise SystemExit(f"{grid}: no runs/ folder here, so nothing to tabulate; benchmarks/results/{stem}.json "
+                             "is left as it is")
         not_done = refresh_comparison(grid, variants, seeds,
                                       extra={"predictor": args.predictor} if args.predictor else None)
         code = None
@@ -165,6 +168,7 @@ def main() -> None:
                      "test split scored once per run" + (f"; overrides {overrides}" if overrides else "")),
         "command": command_line(), "git_commit": START_COMMIT, "note": args.note,
     }
+    check_no_dropped_seeds(stem, result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{stem}.json"
     out.write_text(json.dumps(result, indent=2, default=float))

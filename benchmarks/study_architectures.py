@@ -27,13 +27,17 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA_ROOT, grid_rows, qgseg_cli, refresh_comparison, write_result  # noqa: E402
+from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, grid_rows, qgseg_cli,  # noqa: E402
+                    refresh_comparison, write_result)
 
-# setting -> preset, study grid (U-Net), predictor, default methods (SUP, best unguided, its guided variant)
+OUT_NAME = "study_architectures"
+
+# setting -> preset, study grid (U-Net) and its result file, predictor, default methods (SUP, best unguided, its guided variant)
 SETTINGS = {
-    "ph2": {"preset": "ssl_ph2", "grid": "runs/bench/ssl_ph2_grid", "predictor": "runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
+    "ph2": {"preset": "ssl_ph2", "grid": "runs/bench/ssl_ph2_grid", "result": "study_ph2",
+            "predictor": "runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
             "methods": ["sup", "mt", "mt-qw"], "overrides": []},
-    "acdc3": {"preset": "ssl_acdc", "grid": "runs/bench/ssl_acdc3_grid",
+    "acdc3": {"preset": "ssl_acdc", "grid": "runs/bench/ssl_acdc3_grid", "result": "study_acdc3",
               "predictor": "runs/bench/q_ssl_acdc/checkpoints/best.ckpt", "methods": ["sup", "cps", "cps-qw"],
               "overrides": []},
 }
@@ -45,28 +49,37 @@ ARCH_OVERRIDES = {
 ARCHS = ["unet", *ARCH_OVERRIDES]
 
 
-def collect(settings: list[str], args) -> dict:
-    """``{setting: {arch: grid_rows}}`` on the seeds asked for. Each architecture grid's comparison is
-    rebuilt from all its finished runs first (a later ``--seeds 1`` call's table holds seed 1 only); the
+def collect(settings: list[str], args, committed: dict | None = None) -> tuple[dict, dict]:
+    """``({setting: {arch: grid_rows}}, carried)`` on the seeds asked for. Each architecture grid's comparison
+    is rebuilt from all its finished runs first (a later ``--seeds 1`` call's table holds seed 1 only); the
     U-Net column (the study grid, 3 seeds) is narrowed to the seeds the other networks of the setting
-    have, so the networks are compared on the same seeds."""
+    have, so the networks are compared on the same seeds. ``committed`` (the committed result's
+    ``settings``) completes what has no run folder here: its seeds of a network, and whole settings
+    not asked for, so that adding one network's seed never drops the rest; ``carried`` lists them."""
     seeds = [s.strip() for s in args.seeds.split(",")]
-    out: dict = {}
+    committed = committed or {}
+    out: dict = {s: rows for s, rows in committed.items() if s not in settings}
+    carried: dict = {s: "the whole setting (not asked for)" for s in out}
     for s in settings:
         spec = SETTINGS[s]
         methods = args.methods.split(",") if args.methods else spec["methods"]
+        old = {arch: {m: r for m, r in rows.items() if m in methods} for arch, rows in committed.get(s, {}).items()}
         rows = {}
         for arch in ARCHS[1:]:
             grid = Path(args.output_dir) / f"{s}_{arch}"
             if (grid / "runs").is_dir():
                 refresh_comparison(grid, methods)
-            found = grid_rows(grid, methods, seeds)
+            found, carried[f"{s} {arch}"] = carry_committed(grid_rows(grid, methods, seeds), old.get(arch), seeds)
             if found:
                 rows[arch] = found
         seeds_run = sorted({str(k) for r in rows.values() for m in r.values() for k in m["seeds"]}, key=int)
-        unet = grid_rows(Path(spec["grid"]), methods, seeds_run or seeds)
+        # U-Net without its grid here: the committed study result, which has every seed the grid had
+        study = {m: r for m, r in ((committed_result(spec["result"]) or {}).get("methods") or {}).items()
+                 if m in methods}
+        unet, carried[f"{s} unet"] = carry_committed(grid_rows(Path(spec["grid"]), methods, seeds_run or seeds),
+                                                     study or old.get("unet"), seeds_run or seeds)
         out[s] = {"unet": unet, **rows} if unet else rows
-    return out
+    return out, {k: v for k, v in carried.items() if v}
 
 
 def plot(data: dict, path: Path) -> None:
@@ -101,6 +114,7 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCH_OVERRIDES), help="architectures to train (U-Net is the study grid)")
     parser.add_argument("--methods", default=None, help="override the setting's SUP,best unguided,guided")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (qgseg compare --jobs; one thread each)")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--output-dir", default="runs/bench/architectures")
     parser.add_argument("--report-only", action="store_true")
@@ -120,12 +134,12 @@ def main() -> None:
             for arch in archs:
                 sets = [f"model.name={arch}", *ARCH_OVERRIDES[arch][s], *spec["overrides"]]
                 t0 = time.time()
-                qgseg_cli(["compare", spec["preset"], "--methods", methods, "--seeds", args.seeds, "--jobs", "1",
+                qgseg_cli(["compare", spec["preset"], "--methods", methods, "--seeds", args.seeds, "--jobs", str(args.jobs),
                            "--predictor", spec["predictor"], "--data-root", args.data_root, "--output-dir", str(out_dir),
                            "--name", f"{s}_{arch}", *[x for o in sets for x in ("--set", o)]],
                           out_dir / f"{s}_{arch}.log")
                 print(f"{s} {arch}: done in {time.time() - t0:.0f} s", flush=True)
-    data = collect(args.settings, args)
+    data, carried = collect(args.settings, args, (committed_result(OUT_NAME) or {}).get("settings"))
     rows = []
     for s, by_arch in data.items():
         for arch, methods in by_arch.items():
@@ -133,13 +147,18 @@ def main() -> None:
                               + f" (n={len(r['seeds'])})" for m, r in methods.items())
             rows.append((f"{s} {arch}", cells))
     result = {"settings": data, "seeds": args.seeds, "wall_s": time.time() - start, "note": args.note,
+              "carried_over": carried,
               "widths": ARCH_OVERRIDES,
               "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
                            "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
                            f"seeds {args.seeds} (each network on those it has run); U-Net from the study grid "
                            "on the seeds the other networks of the setting have; CPU, one thread per run")}
+    if carried:
+        rows.append(("carried over", "committed results without a run folder here, kept as they were: " + "; ".join(
+            f"{k}: {v if isinstance(v, str) else ', '.join(f'{m} seeds {s}' for m, s in v.items())}"
+            for k, v in carried.items())))
     rows += [("note", args.note)] if args.note else []
-    path = write_result("study_architectures", result, rows, "Architectures (issue 14, second axis)",
+    path = write_result(OUT_NAME, result, rows, "Architectures (issue 14, second axis)",
                         draw=(lambda out: plot(data, out)) if rows else None)
     print(f"wrote {path}")
 

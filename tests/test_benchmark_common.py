@@ -76,3 +76,37 @@ def test_ssl_grid_full_size_sets_the_presets_gpu_sizes_under_its_own_result_name
     assert sets == preset_gpu_overrides("ssl_acdc") + ["data.labeled=7"]  # the setting's own override wins
     cfg = load_config("ssl_acdc", sets)
     assert cfg.data.image_size == [256, 256] and cfg.train.iterations == 30000 and cfg.data.labeled == 7
+
+
+def test_committed_seeds_without_run_folders_are_carried_and_a_seed_run_here_wins():
+    common = _common()
+    fresh = {"mt": common.seed_row({"2": 0.93}, 50.0)}
+    committed = {"mt": {"per_seed": {"0": 0.90, "1": 0.91, "2": 0.80}, "wall_s": 40.0},
+                 "sup": {"per_seed": {"0": 0.85, "1": 0.86}, "wall_s": 10.0}}
+    rows, carried = common.carry_committed(fresh, committed, ["0", "2"])
+    assert rows["mt"]["per_seed"] == {"0": 0.90, "2": 0.93} and rows["mt"]["seeds"] == [0, 2]
+    assert abs(rows["mt"]["dice"] - 0.915) < 1e-9 and rows["mt"]["wall_s"] == 50.0
+    assert rows["sup"]["per_seed"] == {"0": 0.85} and rows["sup"]["dice_std"] is None and rows["sup"]["wall_s"] == 10.0
+    assert carried == {"mt": [0], "sup": [0]}
+    assert common.carry_committed(fresh, None) == (fresh, {})
+
+
+def test_a_result_that_would_drop_committed_seeds_is_refused_with_one_message(tmp_path, monkeypatch):
+    common = _common()
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.delenv("QGSEG_BENCH_REPLACE", raising=False)
+    full = {"settings": {"ph2": {"unet": {"mt": {"per_seed": {"0": 0.9, "1": 0.91}}}}}}
+    common.write_result("study_x", full, [("a", "b")], "t")
+    grown = {"settings": {"ph2": {"unet": {"mt": {"per_seed": {"0": 0.9, "1": 0.91, "2": 0.92}}}}}}
+    common.write_result("study_x", grown, [("a", "b")], "t")  # more seeds: fine
+    shrunk = {"settings": {"ph2": {"unet": {"mt": {"per_seed": {"0": 0.9}}}}}}
+    try:
+        common.write_result("study_x", shrunk, [("a", "b")], "t")
+        raise AssertionError("a result with fewer seeds replaced the committed one")
+    except SystemExit as e:
+        msg = str(e)
+    assert "study_x.json" in msg and "lacks 2 per-seed result(s)" in msg and "settings/ph2/unet/mt seed 1" in msg
+    assert json.loads((tmp_path / "study_x.json").read_text())["settings"] == grown["settings"]  # untouched
+    monkeypatch.setenv("QGSEG_BENCH_REPLACE", "1")
+    common.write_result("study_x", shrunk, [("a", "b")], "t")
+    assert json.loads((tmp_path / "study_x.json").read_text())["settings"] == shrunk["settings"]
