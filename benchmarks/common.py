@@ -141,7 +141,11 @@ def committed_result(name: str) -> dict[str, Any] | None:
 
 
 def seed_results(obj: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    """Every per-seed result in a result file: the key path of each ``per_seed`` map plus the seed."""
+    """Every per-seed result in a result file: the key path of each ``per_seed`` map plus the seed. A list's
+    items are named by their ``value`` or ``name`` (e.g. an ablation's rows), else by position."""
+    if isinstance(obj, list):
+        items = ((x.get("value", x.get("name", i)) if isinstance(x, dict) else i, x) for i, x in enumerate(obj))
+        return set().union(*(seed_results(x, (*path, str(k))) for k, x in items))
     if not isinstance(obj, dict):
         return set()
     found = set()

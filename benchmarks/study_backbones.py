@@ -38,6 +38,9 @@ def backbone_overrides(name: str) -> list[str]:
 def collect(quality_run: Path, grid: Path, seeds: list[str]) -> dict:
     """Phase-1 accuracy and the guided runs' test Dice of one backbone, on ``seeds`` only (an existing
     grid may have more seeds than the new backbones)."""
+    for need in (quality_run / "eval" / "quality_eval.json", grid / "comparison.json"):
+        if not need.is_file():
+            raise SystemExit(f"{need}: not found (run unfinished, or its folder is not in this checkout)")
     ev = json.loads((quality_run / "eval" / "quality_eval.json").read_text())
     fixed, syn = ev["ph2_fixed"]["all"], ev["synthetic"]["all"]
     hist = json.loads((quality_run / "train_history.json").read_text())

@@ -110,3 +110,11 @@ def test_a_result_that_would_drop_committed_seeds_is_refused_with_one_message(tm
     monkeypatch.setenv("QGSEG_BENCH_REPLACE", "1")
     common.write_result("study_x", shrunk, [("a", "b")], "t")
     assert json.loads((tmp_path / "study_x.json").read_text())["settings"] == shrunk["settings"]
+
+
+def test_seed_results_name_list_items_by_their_value_so_an_inserted_row_is_no_loss():
+    common = _common()
+    old = {"rows": [{"value": 0.5, "methods": {"qar": {"per_seed": {"0": 0.9}}}}]}
+    new = {"rows": [{"value": 0.1, "methods": {"qar": {"per_seed": {"0": 0.8}}}}, *old["rows"]]}
+    assert common.seed_results(old) == {("rows", "0.5", "methods", "qar", "0")}
+    assert common.seed_results(old) <= common.seed_results(new)
