@@ -32,7 +32,8 @@ from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, grid_r
 
 OUT_NAME = "study_architectures"
 
-# setting -> preset, study grid (U-Net) and its result file, predictor, default methods (SUP, best unguided, its guided variant)
+# setting -> preset, study grid (U-Net) and its result file, predictor, default methods (SUP, best unguided,
+# its guided variant)
 SETTINGS = {
     "ph2": {"preset": "ssl_ph2", "grid": "runs/bench/ssl_ph2_grid", "result": "study_ph2",
             "predictor": "runs/bench/q_ssl_ph2/checkpoints/best.ckpt",
@@ -55,8 +56,9 @@ def collect(settings: list[str], args, committed: dict | None = None) -> tuple[d
     U-Net column (the study grid, 3 seeds) is narrowed to the seeds the other networks of the setting
     have, so the networks are compared on the same seeds. ``committed`` (the committed result's
     ``settings``) completes what has no run folder here: its seeds of a network, and whole settings
-    not asked for, so that adding one network's seed never drops the rest; ``carried`` lists them."""
-    seeds = [s.strip() for s in args.seeds.split(",")]
+    not asked for, so that adding one network's seed never drops the rest; ``carried`` lists them.
+    ``args.seeds`` None: every seed."""
+    seeds = [s.strip() for s in args.seeds.split(",")] if args.seeds else None
     committed = committed or {}
     out: dict = {s: rows for s, rows in committed.items() if s not in settings}
     carried: dict = {s: "the whole setting (not asked for)" for s in out}
@@ -134,12 +136,15 @@ def main() -> None:
             for arch in archs:
                 sets = [f"model.name={arch}", *ARCH_OVERRIDES[arch][s], *spec["overrides"]]
                 t0 = time.time()
-                qgseg_cli(["compare", spec["preset"], "--methods", methods, "--seeds", args.seeds, "--jobs", str(args.jobs),
+                qgseg_cli(["compare", spec["preset"], "--methods", methods, "--seeds", args.seeds,
+                           "--jobs", str(args.jobs),
                            "--predictor", spec["predictor"], "--data-root", args.data_root, "--output-dir", str(out_dir),
                            "--name", f"{s}_{arch}", *[x for o in sets for x in ("--set", o)]],
                           out_dir / f"{s}_{arch}.log")
                 print(f"{s} {arch}: done in {time.time() - t0:.0f} s", flush=True)
-    data, carried = collect(args.settings, args, (committed_result(OUT_NAME) or {}).get("settings"))
+    # after training, tabulate every seed: a table of the seeds just trained would replace the others
+    report = args if args.report_only else argparse.Namespace(**{**vars(args), "seeds": None})
+    data, carried = collect(args.settings, report, (committed_result(OUT_NAME) or {}).get("settings"))
     rows = []
     for s, by_arch in data.items():
         for arch, methods in by_arch.items():
@@ -151,7 +156,8 @@ def main() -> None:
               "widths": ARCH_OVERRIDES,
               "protocol": ("the study's protocols (configs/ssl_ph2.yaml, configs/ssl_acdc.yaml) with model.name changed; "
                            "the setting's own quality predictor; SUP, the best unguided method and its guided variant; "
-                           f"seeds {args.seeds} (each network on those it has run); U-Net from the study grid "
+                           f"seeds {args.seeds if args.report_only else 'all'} (each network on those it has run); "
+                           "U-Net from the study grid "
                            "on the seeds the other networks of the setting have; CPU, one thread per run")}
     if carried:
         rows.append(("carried over", "committed results without a run folder here, kept as they were: " + "; ".join(

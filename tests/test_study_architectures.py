@@ -48,7 +48,8 @@ def test_a_fresh_checkout_keeps_the_committed_seeds_and_settings_it_has_no_runs_
     and the U-Net column comes from the committed study result (all its seeds)."""
     arch = load_bench("study_architectures")
     out = tmp_path / "architectures"
-    study = {"methods": {m: {"per_seed": {"0": 0.5, "1": 0.6, "2": 0.7}, "wall_s": 5.0} for m in ("sup", "mt", "mt-qw")}}
+    study = {"methods": {m: {"per_seed": {"0": 0.5, "1": 0.6, "2": 0.7}, "wall_s": 5.0}
+                         for m in ("sup", "mt", "mt-qw")}}
     (tmp_path / "study_ph2.json").write_text(json.dumps(study))
     monkeypatch.setattr(arch, "committed_result", lambda name: json.loads((tmp_path / f"{name}.json").read_text()))
     settings = {"ph2": {**arch.SETTINGS["ph2"], "grid": str(tmp_path / "gone"), "result": "study_ph2"}}
@@ -66,3 +67,9 @@ def test_a_fresh_checkout_keeps_the_committed_seeds_and_settings_it_has_no_runs_
     assert att["seeds"] == [0, 1, 2] and abs(att["dice"] - (0.8 + 0.81 + 0.84) / 3) < 1e-9
     assert carried["ph2 attention-unet"]["mt-qw"] == [0, 1]
     assert data["ph2"]["unet"]["mt"]["seeds"] == [0, 1, 2] and carried["ph2 unet"]["mt"] == [0, 1, 2]
+    # the report after a training call (`--seeds 2`) tabulates every seed, not just the one trained
+    data, _ = arch.collect(["ph2"], Namespace(seeds=None, methods=None, output_dir=str(out)), committed)
+    assert data["ph2"]["attention-unet"]["sup"]["seeds"] == [0, 1, 2]
+    assert data["ph2"]["unet"]["sup"]["seeds"] == [0, 1, 2]
+    narrowed, _ = arch.collect(["ph2"], Namespace(seeds="2", methods=None, output_dir=str(out)), committed)
+    assert narrowed["ph2"]["attention-unet"]["sup"]["seeds"] == [2]  # --report-only --seeds narrows on purpose
