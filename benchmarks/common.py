@@ -96,7 +96,11 @@ def carry_committed(fresh: dict[str, dict[str, Any]], committed: dict[str, dict[
         keep = {k: float(x) for k, x in (old.get("per_seed") or {}).items()
                 if k not in new.get("per_seed", {}) and (seeds is None or k in seeds)}
         if keep:
-            rows[v] = seed_row({**keep, **new.get("per_seed", {})}, new.get("wall_s", old.get("wall_s")))
+            # wall per run: the mean over the seeds both sides ran (the committed one, its seeds' mean)
+            walls = [(w, n) for w, n in ((new.get("wall_s"), len(new.get("per_seed", {}))),
+                                         (old.get("wall_s"), len(keep))) if w is not None and n]
+            wall = sum(w * n for w, n in walls) / sum(n for _, n in walls) if walls else None
+            rows[v] = seed_row({**keep, **new.get("per_seed", {})}, wall)
             carried[v] = sorted(int(k) for k in keep)
     return rows, carried
 
