@@ -219,7 +219,10 @@ def main() -> None:
             t0 = time.time()
             run_point(axis, value, args, log)
             print(f"{axis} = {value:g}: done in {time.time() - t0:.0f} s", flush=True)
-            write(collect(args), args, time.time() - start)  # a partial study is tabulated too
+            try:  # a partial study is tabulated too, but a table refused (see common.write_result) stops no training
+                write(collect(args), args, time.time() - start)
+            except SystemExit as refused:
+                print(f"table not updated: {refused}", flush=True)
     print(f"wrote {write(collect(args), args, time.time() - start)}")
 
 
