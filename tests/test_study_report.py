@@ -86,7 +86,8 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     bb = {"fixed_mae": 0.044, "fixed_spearman": 0.85, "fixed_auroc_0.7": 0.996, "synthetic_mae": 0.041,
           "synthetic_spearman": 0.907, "mt-qw": {"dice": 0.9256, "per_seed": {"0": 0.9256}},
           "qar": {"dice": 0.9132, "per_seed": {"0": 0.9132}}}
-    _write(tmp_path / "study_backbones_ph2.json", {"backbones": {"densenet121": bb, "resnet34": bb, "resnet10": bb},
+    _write(tmp_path / "study_backbones_ph2.json", {"backbones": {"densenet121": bb, "resnet10": bb, "resnet34": {
+        **bb, "carried_predictor": {"fixed_mae": 0.0471, "fixed_spearman": 0.861, "seeds": [0]}}},
                                                    "seeds": "0", "command": "python benchmarks/study_backbones.py"})
     row = {"methods": {"qar": {"dice": 0.91, "dice_std": None, "seeds": [0], "per_seed": {"0": 0.91}}}}
     _write(tmp_path / "study_ablations_ph2.json", {"axes": {
@@ -106,6 +107,8 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert [ln.split(" |")[0] for ln in lines if ln.startswith(("| resnet", "| densenet"))] == [
         "| resnet10", "| resnet34", "| densenet121"]
     assert "| resnet10 | 0.044 / 0.850 / 0.996 | 0.041 / 0.907 | 0.9256 | 0.9132 | 0 |" in lines
+    assert ("resnet34: seed(s) 0 were guided by the earlier predictor of this backbone (fixed test masks MAE 0.0471 / "
+            "Spearman 0.861); the row shows the retrained one that guided the others.") in lines
     assert "| 0 | 0.9100 [1 seed] |" in lines and "| 0.01 (default) | 0.9100 [1 seed] |" in lines
     assert lines.index("| 0 | 0.9100 [1 seed] |") < lines.index("| 0.01 (default) | 0.9100 [1 seed] |")
     assert "| value | qar | predictor MAE / Spearman |" in lines and "| 20 | 0.9100 [1 seed] | 0.050 / 0.800 |" in lines
