@@ -91,8 +91,10 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     out = {"quality_run": str(quality_run), "grid": str(grid)} if ran_here or "quality_run" not in committed else \
         {"quality_run": committed["quality_run"], "grid": committed.get("grid")}
     carried: dict[str, list[int]] = {}
+    fresh_seeds = False  # a seed tabulated here was run here (by the predictor in quality_run)
     for m in METHODS:
         new = {k: v for k, v in found.get(m, {}).items() if seeds is None or k in seeds}
+        fresh_seeds |= ran_here and bool(new)
         rows, carry = carry_committed({m: {"per_seed": new}} if new else {}, {m: committed[m]} if committed.get(m) else {},
                                       seeds)
         if not ran_here and new:  # a committed study result named as the grid: not recomputed here either
@@ -100,7 +102,6 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
         per_seed = dict(sorted(rows[m]["per_seed"].items(), key=lambda kv: int(kv[0]))) if m in rows else {}
         out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed} if per_seed else None
         carried.update({m: carry[m]} if carry.get(m) else {})
-    fresh_seeds = ran_here and any(found.get(m) for m in METHODS)
     out.update(here_acc if fresh_seeds and here_acc else old_acc or here_acc)
     if fresh_seeds and carried and old_acc and here_acc and abs(old_acc["fixed_mae"] - here_acc["fixed_mae"]) > 1e-9:
         out["carried_predictor"] = {**old_acc, "seeds": sorted({s for v in carried.values() for s in v})}

@@ -43,6 +43,9 @@ def test_seeds_run_here_join_the_committed_ones_and_the_committed_predictor_is_n
     # a seed run here wins over the committed value; nothing carried, nothing to name
     r = bb.collect(quality, grid, ["1"], _entry(0.044, {"1": 0.5}))
     assert r["qar"]["per_seed"] == {"1": 0.92} and "carried_over" not in r and "carried_predictor" not in r
+    # only committed seeds asked for: the row shows the committed predictor that judged them
+    r = bb.collect(quality, grid, ["0"], _entry(0.044, {"0": 0.90}))
+    assert r["fixed_mae"] == 0.044 and "carried_predictor" not in r and r["carried_over"] == {"mt-qw": [0], "qar": [0]}
 
 
 def test_a_committed_study_result_named_as_grid_is_carried_with_the_committed_accuracy(tmp_path, monkeypatch):
