@@ -373,7 +373,7 @@ def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
                      f"{_numbers(r.get('mt-qw') or {}, ('dice',), fmt='.4f')} | "
                      f"{_numbers(r.get('qar') or {}, ('dice',), fmt='.4f')} | {', '.join(seeds)} |")
     # seeds guided by an earlier (lost, then retrained) predictor: its accuracy differs from the one shown
-    notes = [f"{b}: seed(s) {', '.join(map(str, c['seeds']))} were guided by the earlier predictor of this backbone "
+    notes = [f"- {b}: seed(s) {', '.join(map(str, c['seeds']))} were guided by the earlier predictor of this backbone "
              f"(fixed test masks MAE {c['fixed_mae']:.4f} / Spearman {c['fixed_spearman']:.3f}); the row shows the "
              "retrained one that guided the others." for b in names if (c := backbones[b].get("carried_predictor"))]
     return lines + (["", *notes] if notes else [])

@@ -107,7 +107,7 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert [ln.split(" |")[0] for ln in lines if ln.startswith(("| resnet", "| densenet"))] == [
         "| resnet10", "| resnet34", "| densenet121"]
     assert "| resnet10 | 0.044 / 0.850 / 0.996 | 0.041 / 0.907 | 0.9256 | 0.9132 | 0 |" in lines
-    assert ("resnet34: seed(s) 0 were guided by the earlier predictor of this backbone (fixed test masks MAE 0.0471 / "
+    assert ("- resnet34: seed(s) 0 were guided by the earlier predictor of this backbone (fixed test masks MAE 0.0471 / "
             "Spearman 0.861); the row shows the retrained one that guided the others.") in lines
     assert "| 0 | 0.9100 [1 seed] |" in lines and "| 0.01 (default) | 0.9100 [1 seed] |" in lines
     assert lines.index("| 0 | 0.9100 [1 seed] |") < lines.index("| 0.01 (default) | 0.9100 [1 seed] |")
