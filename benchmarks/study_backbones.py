@@ -90,21 +90,22 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     # the folders behind the numbers: here when runs were made here, else the committed ones
     out = {"quality_run": str(quality_run), "grid": str(grid)} if ran_here or "quality_run" not in committed else \
         {"quality_run": committed["quality_run"], "grid": committed.get("grid")}
-    carried: dict[str, list[int]] = {}
-    fresh_seeds = False  # a seed tabulated here was run here (by the predictor in quality_run)
+    new = {m: {k: v for k, v in found.get(m, {}).items() if seeds is None or k in seeds} for m in METHODS}
+    # seeds from a committed study result named as the grid were not recomputed here either: they carry too
+    fresh = {m: {"per_seed": p} for m, p in new.items() if p and ran_here}
+    old = {m: {"per_seed": {**((committed.get(m) or {}).get("per_seed") or {}), **({} if ran_here else new[m])}}
+           for m in METHODS}
+    rows, carried = carry_committed(fresh, old, seeds)
+    fresh_seeds = bool(fresh)  # a seed tabulated here was run here (by the predictor in quality_run)
     for m in METHODS:
-        new = {k: v for k, v in found.get(m, {}).items() if seeds is None or k in seeds}
-        fresh_seeds |= ran_here and bool(new)
-        rows, carry = carry_committed({m: {"per_seed": new}} if new else {}, {m: committed[m]} if committed.get(m) else {},
-                                      seeds)
-        if not ran_here and new:  # a committed study result named as the grid: not recomputed here either
-            carry[m] = sorted({*carry.get(m, []), *(int(k) for k in new)})
         per_seed = dict(sorted(rows[m]["per_seed"].items(), key=lambda kv: int(kv[0]))) if m in rows else {}
         out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed} if per_seed else None
-        carried.update({m: carry[m]} if carry.get(m) else {})
     out.update(here_acc if fresh_seeds and here_acc else old_acc or here_acc)
+    carried_seeds = sorted({s for v in carried.values() for s in v})
     if fresh_seeds and carried and old_acc and here_acc and abs(old_acc["fixed_mae"] - here_acc["fixed_mae"]) > 1e-9:
-        out["carried_predictor"] = {**old_acc, "seeds": sorted({s for v in carried.values() for s in v})}
+        out["carried_predictor"] = {**old_acc, "seeds": carried_seeds}
+    elif (prior := committed.get("carried_predictor")) and (keep := [s for s in prior["seeds"] if s in carried_seeds]):
+        out["carried_predictor"] = {**prior, "seeds": keep}  # a regenerated report keeps the earlier predictor named
     if carried:
         out["carried_over"] = carried
     return out
@@ -166,7 +167,8 @@ def main() -> None:
     start = time.time()
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    committed = (committed_result(OUT_NAME) or {}).get("backbones") or {}
+    committed_file = committed_result(OUT_NAME) or {}
+    committed = committed_file.get("backbones") or {}
     results: dict[str, dict] = {}
     seeds = [s.strip() for s in args.seeds.split(",")]
     for spec in args.existing:
@@ -209,7 +211,7 @@ def main() -> None:
                    f"MT-QW Dice {dice(r['mt-qw'])}; QAR Dice {dice(r['qar'])}") for name, r in results.items()]
     rows += [(f"{name}: carried over", carried_text(r)) for name, r in results.items() if r.get("carried_over")]
     rows.append(("wall s", f"{time.time() - start:.0f}"))
-    note = args.note or (committed_result(OUT_NAME) or {}).get("note")
+    note = args.note or committed_file.get("note")
     out = {"backbones": results, "seeds": args.seeds, "wall_s": time.time() - start, **({"note": note} if note else {}),
            "protocol": ("configs/ssl_ph2.yaml: phase 1 on the 140 labeled PH2 images at 96x96 (ResNets: the preset's "
                         "quarter width [16,32,64,128] + truth-map decoder, depth varied; DenseNet-121 / EfficientNet-B0: "

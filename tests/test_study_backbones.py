@@ -40,6 +40,10 @@ def test_seeds_run_here_join_the_committed_ones_and_the_committed_predictor_is_n
     assert r["carried_predictor"]["fixed_mae"] == 0.044 and r["carried_predictor"]["seeds"] == [0]
     assert r["carried_over"] == {"mt-qw": [0], "qar": [0]}
     assert "fixed-mask MAE 0.0440" in bb.carried_text(r)
+    # the report regenerated from that result (now committed) still names the predictor of seed 0
+    again = bb.collect(quality, grid, ["0", "1", "2"], {**_entry(0.05, {"0": 0.90, "1": 0.92, "2": 0.94}),
+                                                        "carried_predictor": r["carried_predictor"]})
+    assert again["carried_predictor"] == r["carried_predictor"] and again["fixed_mae"] == 0.05
     # a seed run here wins over the committed value; nothing carried, nothing to name
     r = bb.collect(quality, grid, ["1"], _entry(0.044, {"1": 0.5}))
     assert r["qar"]["per_seed"] == {"1": 0.92} and "carried_over" not in r and "carried_predictor" not in r
