@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -636,15 +637,23 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
     for s in cols:
         path, res = data[s]
         lines += [f"- {SETTING_TITLES[s]} (`{path.name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
-                  f"  `{res.get('command', '?')}`", f"  grid: `{res.get('compare_command', '?')}`"]
-        if res.get("note"):
-            lines.append(f"  note: {res['note']}")
+                  *command_lines(res)[:1], f"  grid: `{res.get('compare_command', '?')}`", *command_lines(res)[1:]]
     for name, res in extra_files.items():
         if res:
             lines += [f"- {EXTRA_FILES[name]} (`{name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
-                      f"  `{res.get('command', '?')}`"] + ([f"  note: {res['note']}"] if res.get("note") else [])
+                      *command_lines(res)]
     lines += ["- this report: `python benchmarks/study_report.py`"]
     return lines
+
+
+def command_lines(res: dict[str, Any]) -> list[str]:
+    """The result's command and, when it has one, its note: the note once, not again inside the command
+    (``--note`` carries the whole note, often a paragraph, so the command points to it instead)."""
+    command, note = str(res.get("command", "?")), res.get("note")
+    if not note:
+        return [f"  `{command}`"]
+    command = command.replace(f"--note {shlex.quote(str(note))}", "--note '<the note below>'")
+    return [f"  `{command}`", f"  note: {note}"]
 
 
 def write_report(results: Path = RESULTS, out: Path = OUT) -> Path:

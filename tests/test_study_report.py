@@ -269,3 +269,16 @@ def test_full_size_grids_get_their_own_best_vs_best_table_and_are_listed_until_r
     assert "| ACDC-3 | mt 0.8500 (3) | mt-qw 0.8800 (3) | +0.0300 | yes |  |" in block
     assert "full size on a GPU: PH2, CVC-ColonDB, ACDC-7 (prepared" in text
     assert "| ACDC-3 | mt 0.5500 (3) | mt-qw 0.5800 (3) | +0.0300 | yes |  |" in text.split("### Full size", 1)[0]
+
+
+def test_a_long_note_is_written_once_not_again_inside_its_command() -> None:
+    import shlex
+
+    note = "Seed 1 resumed at iteration 300; the grid's wall time covers the resumed part only."
+    command = f"python benchmarks/ssl_grid.py ph2 --study --note {shlex.quote(note)} --seeds 0,1,2"
+    lines = study_report.command_lines({"command": command, "note": note})
+    assert lines == ["  `python benchmarks/ssl_grid.py ph2 --study --note '<the note below>' --seeds 0,1,2`",
+                     f"  note: {note}"]
+    # a note the command does not carry (given another way) is still shown, and the command kept whole
+    assert study_report.command_lines({"command": "python x.py", "note": "n"}) == ["  `python x.py`", "  note: n"]
+    assert study_report.command_lines({"command": "python x.py"}) == ["  `python x.py`"]
