@@ -58,8 +58,9 @@ def predictor_accuracy(quality_run: Path) -> dict | None:
             "synthetic_spearman": syn["spearman"]}
 
 
-def guided_per_seed(grid: Path) -> tuple[dict[str, dict[str, float]], bool]:
-    """``({method: {seed: test Dice}}, ran_here)`` of MT-QW and QAR: from a ``qgseg compare`` grid here, or, when
+def guided_per_seed(grid: Path) -> tuple[dict[str, dict[str, float]], dict[str, float], bool]:
+    """``({method: {seed: test Dice}}, {method: wall s per run}, ran_here)`` of MT-QW and QAR: from a
+    ``qgseg compare`` grid here, or, when
     ``grid`` names a committed result instead (e.g. ``study_ph2``, whose grid guided by the default
     ResNet-18 is not in this checkout), from that file ({} when neither exists)."""
     if (grid / "comparison.json").is_file():
@@ -67,8 +68,10 @@ def guided_per_seed(grid: Path) -> tuple[dict[str, dict[str, float]], bool]:
     elif "/" not in str(grid) and (result := committed_result(str(grid))):
         methods, here = result.get("methods") or {}, False
     else:
-        return {}, False
-    return {m: {k: float(v) for k, v in ((methods.get(m) or {}).get("per_seed") or {}).items()} for m in METHODS}, here
+        return {}, {}, False
+    walls = {m: float(w) for m in METHODS if (w := (methods.get(m) or {}).get("wall_s")) is not None}
+    return ({m: {k: float(v) for k, v in ((methods.get(m) or {}).get("per_seed") or {}).items()} for m in METHODS},
+            walls, here)
 
 
 def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: dict | None = None) -> dict:
@@ -81,7 +84,7 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     runs). When runs made here join committed seeds judged by a predictor of other accuracy (a retrained
     one), that predictor's accuracy is kept under ``carried_predictor``."""
     committed = committed or {}
-    found, ran_here = guided_per_seed(grid)
+    found, walls, ran_here = guided_per_seed(grid)
     here_acc = predictor_accuracy(quality_run)
     old_acc = {k: committed[k] for k in ACCURACY if k in committed}
     if here_acc is None and not old_acc:
@@ -92,14 +95,16 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
         {"quality_run": committed["quality_run"], "grid": committed.get("grid")}
     new = {m: {k: v for k, v in found.get(m, {}).items() if seeds is None or k in seeds} for m in METHODS}
     # seeds from a committed study result named as the grid were not recomputed here either: they carry too
-    fresh = {m: {"per_seed": p} for m, p in new.items() if p and ran_here}
-    old = {m: {"per_seed": {**((committed.get(m) or {}).get("per_seed") or {}), **({} if ran_here else new[m])}}
+    fresh = {m: {"per_seed": p, "wall_s": walls.get(m)} for m, p in new.items() if p and ran_here}
+    old = {m: {"per_seed": {**((committed.get(m) or {}).get("per_seed") or {}), **({} if ran_here else new[m])},
+               "wall_s": (committed.get(m) or {}).get("wall_s") if ran_here else walls.get(m)}
            for m in METHODS}
     rows, carried = carry_committed(fresh, old, seeds)
     fresh_seeds = bool(fresh)  # a seed tabulated here was run here (by the predictor in quality_run)
     for m in METHODS:
         per_seed = dict(sorted(rows[m]["per_seed"].items(), key=lambda kv: int(kv[0]))) if m in rows else {}
-        out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed} if per_seed else None
+        out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed,
+                  "wall_s": rows[m].get("wall_s")} if per_seed else None
     out.update(here_acc if fresh_seeds and here_acc else old_acc or here_acc)
     carried_seeds = sorted({s for v in carried.values() for s in v})
     if fresh_seeds and carried and old_acc and here_acc and abs(old_acc["fixed_mae"] - here_acc["fixed_mae"]) > 1e-9:
@@ -204,13 +209,19 @@ def main() -> None:
         if not r:
             return "n/a"
         v = list(r["per_seed"].values())
-        return f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "") + f" ({len(v)} seed{'s' * (len(v) > 1)})"
+        wall = f", {r['wall_s']:.0f} s/run" if r.get("wall_s") is not None else ""
+        return (f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "")
+                + f" ({len(v)} seed{'s' * (len(v) > 1)}{wall})")
+
+    def phase1(r: dict) -> str:
+        return f"; phase 1 {r['predictor_wall_s']:.0f} s" if r.get("predictor_wall_s") is not None else ""
 
     rows = [(name, f"fixed masks MAE {r['fixed_mae']:.4f} / Spearman {r['fixed_spearman']:.3f} / AUROC<0.7 "
                    f"{r['fixed_auroc_0.7']:.3f}; synthetic MAE {r['synthetic_mae']:.4f}; val MAE {r['best_val_mae']:.4f}; "
-                   f"MT-QW Dice {dice(r['mt-qw'])}; QAR Dice {dice(r['qar'])}") for name, r in results.items()]
+                   f"MT-QW Dice {dice(r['mt-qw'])}; QAR Dice {dice(r['qar'])}{phase1(r)}") for name, r in results.items()]
     rows += [(f"{name}: carried over", carried_text(r)) for name, r in results.items() if r.get("carried_over")]
-    rows.append(("wall s", f"{time.time() - start:.0f}"))
+    rows.append(("wall s of this call", f"{time.time() - start:.0f}" + (" (--report-only: tabulation only)"
+                                                                      if args.report_only else "")))
     note = args.note or committed_file.get("note")
     out = {"backbones": results, "seeds": args.seeds, "wall_s": time.time() - start, **({"note": note} if note else {}),
            "protocol": ("configs/ssl_ph2.yaml: phase 1 on the 140 labeled PH2 images at 96x96 (ResNets: the preset's "

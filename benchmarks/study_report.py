@@ -353,6 +353,15 @@ def predictor_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path)
             "|---|---|---|---|---|---|", *rows, "", *figures]
 
 
+def _guided_dice(row: dict[str, Any] | None) -> str:
+    """Mean ± std (ddof 1) over the row's seeds, and its wall per run when known; n/a without runs."""
+    vals = [float(v) for v in ((row or {}).get("per_seed") or {}).values()]
+    if not vals:
+        return _numbers(row or {}, ("dice",), fmt=".4f")
+    text = f"{np.mean(vals):.4f}" + (f" ± {np.std(vals, ddof=1):.4f}" if len(vals) > 1 else "")
+    return text + (f" ({row['wall_s']:.0f} s)" if row.get("wall_s") is not None else "")
+
+
 def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     """The predictor backbones table of ``study_backbones_ph2.json`` (nothing when absent)."""
     if not res:
@@ -362,17 +371,16 @@ def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     lines = ["", "### Predictor backbones (PH2)", "",
              ("Phase-1 predictor per backbone: its accuracy on the fixed PH2 test masks (MAE, Spearman, AUROC of "
               "flagging Dice < 0.7) and on synthetic masks of the test images, and the test Dice of MT-QW and QAR "
-              "guided by it."), "", *_plot(results, "study_backbones_ph2.png", "predictor backbones"),
-             ("| backbone | fixed test masks MAE / Spearman / AUROC(0.7) | synthetic MAE / Spearman | MT-QW Dice | "
-              "QAR Dice | seeds |"), "|---|---|---|---|---|---|"]
+              "guided by it (mean ± std over seeds, wall s per run)."), "", *_plot(results, "study_backbones_ph2.png", "predictor backbones"),
+             ("| backbone | fixed test masks MAE / Spearman / AUROC(0.7) | synthetic MAE / Spearman | MT-QW Dice (s/run) | "
+              "QAR Dice (s/run) | seeds |"), "|---|---|---|---|---|---|"]
     for b in names:
         r = backbones[b]
         seeds = sorted({k for m in ("mt-qw", "qar") for k in ((r.get(m) or {}).get("per_seed") or {})},
                        key=lambda k: (len(k), k)) or _seed_list(res.get("seeds"))
         lines.append(f"| {b} | {_numbers(r, ('fixed_mae', 'fixed_spearman', 'fixed_auroc_0.7'))} | "
                      f"{_numbers(r, ('synthetic_mae', 'synthetic_spearman'))} | "
-                     f"{_numbers(r.get('mt-qw') or {}, ('dice',), fmt='.4f')} | "
-                     f"{_numbers(r.get('qar') or {}, ('dice',), fmt='.4f')} | {', '.join(seeds)} |")
+                     f"{_guided_dice(r.get('mt-qw'))} | {_guided_dice(r.get('qar'))} | {', '.join(seeds)} |")
     # seeds guided by an earlier (lost, then retrained) predictor: its accuracy differs from the one shown
     notes = [f"- {b}: seed(s) {', '.join(map(str, c['seeds']))} were guided by the earlier predictor of this backbone "
              f"(fixed test masks MAE {c['fixed_mae']:.4f} / Spearman {c['fixed_spearman']:.3f}); the row shows the "

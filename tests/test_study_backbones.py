@@ -16,9 +16,10 @@ def _quality_run(path: Path, fixed_mae: float) -> Path:
     return path
 
 
-def _grid(path: Path, per_seed: dict[str, float]) -> Path:
+def _grid(path: Path, per_seed: dict[str, float], wall_s: float | None = None) -> Path:
     path.mkdir(parents=True)
-    (path / "comparison.json").write_text(json.dumps({"methods": {m: {"per_seed": per_seed} for m in ("mt-qw", "qar")}}))
+    (path / "comparison.json").write_text(json.dumps({"methods": {m: {"per_seed": per_seed, "wall_s": wall_s}
+                                                                  for m in ("mt-qw", "qar")}}))
     return path
 
 
@@ -82,7 +83,7 @@ def test_a_report_in_a_fresh_checkout_keeps_every_committed_backbone_and_seed(tm
     (tmp_path / "study_backbones_ph2.json").write_text(json.dumps(committed))
     out = tmp_path / "runs"
     _quality_run(out / "q_resnet10", fixed_mae=0.05)
-    _grid(out / "grid_resnet10", {"1": 0.92})
+    _grid(out / "grid_resnet10", {"1": 0.92}, wall_s=240.0)
     monkeypatch.setattr(sys, "argv", ["study_backbones.py", "resnet10", "--seeds", "0,1", "--report-only",
                                       "--output-dir", str(out)])
 
@@ -96,3 +97,7 @@ def test_a_report_in_a_fresh_checkout_keeps_every_committed_backbone_and_seed(tm
     assert written["note"] == "trained at d170e25"
     table = (tmp_path / "study_backbones_ph2.md").read_text()
     assert "| resnet10: carried over | mt-qw seeds 0; qar seeds 0 (judged by a predictor of fixed-mask MAE 0.0440" in table
+    # per-run wall of the guided runs (only the runs here have one) and the phase-1 wall; the call's own
+    # wall is labelled as such, not passed off as a run's
+    assert r10["qar"]["wall_s"] == 240.0 and "QAR Dice 0.9100 ± 0.0141 (2 seeds, 240 s/run); phase 1 160 s" in table
+    assert "| wall s of this call |" in table and "(--report-only: tabulation only)" in table

@@ -107,6 +107,10 @@ def test_backbone_ablation_architecture_tables_and_what_is_not_run(tmp_path: Pat
     assert [ln.split(" |")[0] for ln in lines if ln.startswith(("| resnet", "| densenet"))] == [
         "| resnet10", "| resnet34", "| densenet121"]
     assert "| resnet10 | 0.044 / 0.850 / 0.996 | 0.041 / 0.907 | 0.9256 | 0.9132 | 0 |" in lines
+    # over several seeds: mean ± std (ddof 1), and the wall per run where the result has one
+    three = {**bb, "mt-qw": {"per_seed": {"0": 0.92, "1": 0.93, "2": 0.91}, "wall_s": 250.0}}
+    assert "| 0.9200 ± 0.0100 (250 s) | 0.9132 | 0, 1, 2 |" in "\n".join(study_report.backbone_lines(
+        {"backbones": {"resnet18": three}}, tmp_path))
     assert ("- resnet34: seed(s) 0 were guided by the earlier predictor of this backbone (fixed test masks MAE 0.0471 / "
             "Spearman 0.861); the row shows the retrained one that guided the others.") in lines
     assert "| 0 | 0.9100 [1 seed] |" in lines and "| 0.01 (default) | 0.9100 [1 seed] |" in lines
