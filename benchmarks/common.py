@@ -59,13 +59,38 @@ def qgseg_cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"qgseg {' '.join(args[:2])} failed (exit {code}); see {log}")
 
 
-def seed_row(per_seed: dict[str, float], wall_s: float | None = None) -> dict[str, Any]:
-    """``{dice, dice_std (ddof 1; None for one seed), seeds, per_seed, wall_s}`` of one variant's per-seed Dice."""
+def seed_row(per_seed: dict[str, float], wall_s: float | None = None,
+             wall_per_seed: dict[str, float] | None = None) -> dict[str, Any]:
+    """``{dice, dice_std (ddof 1; None for one seed), seeds, per_seed, wall_s[, wall_per_seed]}`` of one
+    variant's per-seed Dice; ``wall_s`` is the mean of ``wall_per_seed`` when that is given."""
     import numpy as np
 
     vals = list(per_seed.values())
-    return {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-            "seeds": sorted(int(k) for k in per_seed), "per_seed": dict(per_seed), "wall_s": wall_s}
+    row = {"dice": float(np.mean(vals)), "dice_std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+           "seeds": sorted(int(k) for k in per_seed), "per_seed": dict(per_seed), "wall_s": wall_s}
+    if wall_per_seed:
+        row["wall_per_seed"] = {k: float(w) for k, w in sorted(wall_per_seed.items(), key=lambda kv: int(kv[0]))}
+        row["wall_s"] = float(np.mean(list(row["wall_per_seed"].values())))
+    return row
+
+
+def seed_walls(row: dict[str, Any] | None, replaced: dict[str, float] | None = None) -> dict[str, float]:
+    """``{seed: wall s}`` of a result row. A row written before ``wall_per_seed`` existed has only the mean over
+    its seeds; the seeds in ``replaced`` (the same runs found here again, their walls known) are taken out of
+    that mean and the rest get what remains, so regenerating a report does not pull carried seeds' walls
+    towards the runs here. (The row of a grid here gives every seed its mean: the sum stays exact.)"""
+    row, replaced = row or {}, replaced or {}
+    if row.get("wall_per_seed"):
+        return {str(k): float(w) for k, w in row["wall_per_seed"].items()}
+    seeds, mean = [str(k) for k in (row.get("per_seed") or {})], row.get("wall_s")
+    if mean is None or not seeds:
+        return {}
+    again = [k for k in seeds if k in replaced]
+    rest = [k for k in seeds if k not in replaced]
+    if not rest:
+        return {k: replaced[k] for k in again}
+    rest_mean = (float(mean) * len(seeds) - sum(replaced[k] for k in again)) / len(rest)
+    return {**{k: rest_mean for k in rest}, **{k: replaced[k] for k in again}}
 
 
 def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -96,11 +121,15 @@ def carry_committed(fresh: dict[str, dict[str, Any]], committed: dict[str, dict[
         keep = {k: float(x) for k, x in (old.get("per_seed") or {}).items()
                 if k not in new.get("per_seed", {}) and (seeds is None or k in seeds)}
         if keep:
-            # wall per run: the mean over the seeds both sides ran (the committed one, its seeds' mean)
-            walls = [(w, n) for w, n in ((new.get("wall_s"), len(new.get("per_seed", {}))),
-                                         (old.get("wall_s"), len(keep))) if w is not None and n]
-            wall = sum(w * n for w, n in walls) / sum(n for _, n in walls) if walls else None
-            rows[v] = seed_row({**keep, **new.get("per_seed", {})}, wall)
+            # wall per run: per seed, the committed seeds' own walls beside the runs here
+            here = seed_walls(new)
+            # a seed whose Dice here equals the committed one is the same run (a regenerated report): its wall
+            # is known and comes out of a legacy mean; a seed run again has an unknown earlier wall
+            same = {k: w for k, w in here.items()
+                    if abs(float((old.get("per_seed") or {}).get(k, float("nan"))) - new["per_seed"][k]) < 1e-9}
+            old_walls = seed_walls(old, same)
+            walls = {**{k: old_walls[k] for k in keep if k in old_walls}, **here}
+            rows[v] = seed_row({**keep, **new.get("per_seed", {})}, None, walls)
             carried[v] = sorted(int(k) for k in keep)
     return rows, carried
 
@@ -176,6 +205,12 @@ def check_no_dropped_seeds(name: str, result: dict[str, Any]) -> None:
                          "missing here? Nothing written. Set QGSEG_BENCH_REPLACE=1 to replace the file anyway.")
 
 
+def command_without_note(command: str, note: Any) -> str:
+    """``command`` with the value of its ``--note`` (often a paragraph, shown beside it anyway) replaced by a
+    pointer, so that a table prints the note once."""
+    return command.replace(f"--note {shlex.quote(str(note))}", "--note '<the note>'") if note else command
+
+
 def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, str]], title: str,
                  draw: Any = None) -> Path:
     """Write ``results/<name>.json`` (with command + commit) and ``results/<name>.md``; with ``draw``
@@ -187,8 +222,11 @@ def write_result(name: str, result: dict[str, Any], table_rows: list[tuple[str, 
     path.write_text(json.dumps(result, indent=2, default=float))
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in table_rows]
-    lines += ["", f"Protocol: {result.get('protocol', '')}", "", f"Command: `{result['command']}`",
-              f"Commit: `{result['git_commit']}`"]
+    note = result.get("note")
+    if note and not any(k == "note" for k, _ in table_rows):
+        lines += ["", f"Note: {note}"]
+    lines += ["", f"Protocol: {result.get('protocol', '')}", "",
+              f"Command: `{command_without_note(result['command'], note)}`", f"Commit: `{result['git_commit']}`"]
     if draw is not None:
         draw(RESULTS / f"{name}.png")
         lines += ["", f"![{name}]({name}.png)"]

@@ -103,8 +103,9 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     fresh_seeds = bool(fresh)  # a seed tabulated here was run here (by the predictor in quality_run)
     for m in METHODS:
         per_seed = dict(sorted(rows[m]["per_seed"].items(), key=lambda kv: int(kv[0]))) if m in rows else {}
+        walls = {"wall_per_seed": rows[m]["wall_per_seed"]} if rows.get(m, {}).get("wall_per_seed") else {}
         out[m] = {"dice": float(np.mean(list(per_seed.values()))), "per_seed": per_seed,
-                  "wall_s": rows[m].get("wall_s")} if per_seed else None
+                  "wall_s": rows[m].get("wall_s"), **walls} if per_seed else None
     out.update(here_acc if fresh_seeds and here_acc else old_acc or here_acc)
     carried_seeds = sorted({s for v in carried.values() for s in v})
     if fresh_seeds and carried and old_acc and here_acc and abs(old_acc["fixed_mae"] - here_acc["fixed_mae"]) > 1e-9:

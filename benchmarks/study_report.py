@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_ablations as _ablation_axes  # noqa: E402
 import ssl_grid as _grid  # noqa: E402
 import study_architectures as _architecture_axis  # noqa: E402
+from common import command_without_note  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -658,10 +658,7 @@ def command_lines(res: dict[str, Any]) -> list[str]:
     """The result's command and, when it has one, its note: the note once, not again inside the command
     (``--note`` carries the whole note, often a paragraph, so the command points to it instead)."""
     command, note = str(res.get("command", "?")), res.get("note")
-    if not note:
-        return [f"  `{command}`"]
-    command = command.replace(f"--note {shlex.quote(str(note))}", "--note '<the note below>'")
-    return [f"  `{command}`", f"  note: {note}"]
+    return [f"  `{command_without_note(command, note)}`"] + ([f"  note: {note}"] if note else [])
 
 
 def write_report(results: Path = RESULTS, out: Path = OUT) -> Path:

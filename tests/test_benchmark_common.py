@@ -118,3 +118,36 @@ def test_seed_results_name_list_items_by_their_value_so_an_inserted_row_is_no_lo
     new = {"rows": [{"value": 0.1, "methods": {"qar": {"per_seed": {"0": 0.8}}}}, *old["rows"]]}
     assert common.seed_results(old) == {("rows", "0.5", "methods", "qar", "0")}
     assert common.seed_results(old) <= common.seed_results(new)
+
+
+def test_a_results_markdown_shows_a_long_note_once(tmp_path, monkeypatch):
+    import shlex
+
+    common = _common()
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    note = "Seed 2 resumed at iteration 300, so its wall time covers the resumed part only."
+    monkeypatch.setattr(sys, "argv", ["benchmarks/study_x.py", "--note", note, "--seeds", "0,1"])
+    common.write_result("study_x", {"note": note}, [("a", "b")], "t")
+    md = (tmp_path / "study_x.md").read_text()
+    assert md.count(note) == 1 and f"Note: {note}" in md
+    assert "Command: `python benchmarks/study_x.py --note '<the note>' --seeds 0,1`" in md
+    assert json.loads((tmp_path / "study_x.json").read_text())["command"].endswith(f"--note {shlex.quote(note)} --seeds 0,1")
+    # a script that lists the note in its table already: not a third time
+    common.write_result("study_x", {"note": note}, [("note", note)], "t")
+    assert (tmp_path / "study_x.md").read_text().count(note) == 1
+
+
+def test_regenerating_a_report_keeps_the_carried_seeds_wall_time():
+    """A committed mean wall that already counts the runs here must not be pulled towards them on every
+    regeneration: the runs here are taken out of it (the same runs: same Dice), per-seed walls are kept."""
+    common = _common()
+    committed = {"cps": {"per_seed": {"0": 0.60, "1": 0.62, "2": 0.64}, "wall_s": 1300.0}}  # s0, s1 lost: 1500 each
+    fresh = {"cps": common.seed_row({"2": 0.64}, 900.0)}
+    rows, _ = common.carry_committed(fresh, committed)
+    assert abs(rows["cps"]["wall_s"] - 1300.0) < 1e-9
+    assert rows["cps"]["wall_per_seed"] == {"0": 1500.0, "1": 1500.0, "2": 900.0}
+    again, _ = common.carry_committed(fresh, rows)  # and the next regeneration, from the per-seed walls
+    assert again["cps"]["wall_per_seed"] == rows["cps"]["wall_per_seed"]
+    # a new seed here joins with its own wall
+    grown, _ = common.carry_committed({"cps": common.seed_row({"2": 0.64, "3": 0.66}, 1000.0)}, rows)
+    assert grown["cps"]["wall_per_seed"] == {"0": 1500.0, "1": 1500.0, "2": 1000.0, "3": 1000.0}

@@ -281,7 +281,7 @@ def test_a_long_note_is_written_once_not_again_inside_its_command() -> None:
     note = "Seed 1 resumed at iteration 300; the grid's wall time covers the resumed part only."
     command = f"python benchmarks/ssl_grid.py ph2 --study --note {shlex.quote(note)} --seeds 0,1,2"
     lines = study_report.command_lines({"command": command, "note": note})
-    assert lines == ["  `python benchmarks/ssl_grid.py ph2 --study --note '<the note below>' --seeds 0,1,2`",
+    assert lines == ["  `python benchmarks/ssl_grid.py ph2 --study --note '<the note>' --seeds 0,1,2`",
                      f"  note: {note}"]
     # a note the command does not carry (given another way) is still shown, and the command kept whole
     assert study_report.command_lines({"command": "python x.py", "note": "n"}) == ["  `python x.py`", "  note: n"]
