@@ -60,9 +60,9 @@ def predictor_accuracy(quality_run: Path) -> dict | None:
 
 def guided_per_seed(grid: Path) -> tuple[dict[str, dict[str, float]], dict[str, float], bool]:
     """``({method: {seed: test Dice}}, {method: wall s per run}, ran_here)`` of MT-QW and QAR: from a
-    ``qgseg compare`` grid here, or, when
-    ``grid`` names a committed result instead (e.g. ``study_ph2``, whose grid guided by the default
-    ResNet-18 is not in this checkout), from that file ({} when neither exists)."""
+    ``qgseg compare`` grid here, or, when ``grid`` names a committed result instead (e.g. ``study_ph2``,
+    whose grid guided by the default ResNet-18 is not in this checkout), from that file ({} when neither
+    exists)."""
     if (grid / "comparison.json").is_file():
         methods, here = json.loads((grid / "comparison.json").read_text())["methods"], True
     elif "/" not in str(grid) and (result := committed_result(str(grid))):

@@ -371,9 +371,10 @@ def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     lines = ["", "### Predictor backbones (PH2)", "",
              ("Phase-1 predictor per backbone: its accuracy on the fixed PH2 test masks (MAE, Spearman, AUROC of "
               "flagging Dice < 0.7) and on synthetic masks of the test images, and the test Dice of MT-QW and QAR "
-              "guided by it (mean ± std over seeds, wall s per run)."), "", *_plot(results, "study_backbones_ph2.png", "predictor backbones"),
-             ("| backbone | fixed test masks MAE / Spearman / AUROC(0.7) | synthetic MAE / Spearman | MT-QW Dice (s/run) | "
-              "QAR Dice (s/run) | seeds |"), "|---|---|---|---|---|---|"]
+              "guided by it (mean ± std over seeds, wall s per run)."), "",
+             *_plot(results, "study_backbones_ph2.png", "predictor backbones"),
+             ("| backbone | fixed test masks MAE / Spearman / AUROC(0.7) | synthetic MAE / Spearman | "
+              "MT-QW Dice (s/run) | QAR Dice (s/run) | seeds |"), "|---|---|---|---|---|---|"]
     for b in names:
         r = backbones[b]
         seeds = sorted({k for m in ("mt-qw", "qar") for k in ((r.get(m) or {}).get("per_seed") or {})},
