@@ -645,8 +645,9 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
               "benchmark command wrote the result file at the commit shown."), ""]
     for s in cols:
         path, res = data[s]
+        command, *note = command_lines(res)
         lines += [f"- {SETTING_TITLES[s]} (`{path.name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
-                  *command_lines(res)[:1], f"  grid: `{res.get('compare_command', '?')}`", *command_lines(res)[1:]]
+                  command, f"  grid: `{res.get('compare_command', '?')}`", *note]
     for name, res in extra_files.items():
         if res:
             lines += [f"- {EXTRA_FILES[name]} (`{name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
