@@ -74,6 +74,17 @@ def seed_row(per_seed: dict[str, float], wall_s: float | None = None,
     return row
 
 
+def mean_std_text(values: list[float], fmt: str = ".4f") -> str:
+    """``"mean ± std"`` (sample std, ddof 1) of per-seed values; the mean alone for one value (one seed has
+    no spread) and "n/a" for none."""
+    import numpy as np
+
+    vals = [float(v) for v in values]
+    if not vals:
+        return "n/a"
+    return f"{np.mean(vals):{fmt}}" + (f" ± {np.std(vals, ddof=1):{fmt}}" if len(vals) > 1 else "")
+
+
 def seed_walls(row: dict[str, Any] | None, replaced: dict[str, float] | None = None) -> dict[str, float]:
     """``{seed: wall s}`` of a result row. A row written before ``wall_per_seed`` existed has only the mean over
     its seeds; the seeds in ``replaced`` (the same runs found here again, their walls known) are taken out of

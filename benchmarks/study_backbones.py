@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, qgseg_cli,  # noqa: E402
+from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, mean_std_text, qgseg_cli,  # noqa: E402
                     refresh_comparison, write_result)
 
 OUT_NAME = "study_backbones_ph2"
@@ -97,7 +97,9 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     # seeds from a committed study result named as the grid were not recomputed here either: they carry too
     fresh = {m: {"per_seed": p, "wall_s": walls.get(m)} for m, p in new.items() if p and ran_here}
     old = {m: {"per_seed": {**((committed.get(m) or {}).get("per_seed") or {}), **({} if ran_here else new[m])},
-               "wall_s": (committed.get(m) or {}).get("wall_s") if ran_here else walls.get(m)}
+               "wall_s": (committed.get(m) or {}).get("wall_s") if ran_here else walls.get(m),
+               # the committed seeds' own walls: without them a seed of unknown wall would get the mean
+               **({"wall_per_seed": (committed.get(m) or {}).get("wall_per_seed")} if ran_here else {})}
            for m in METHODS}
     rows, carried = carry_committed(fresh, old, seeds)
     fresh_seeds = bool(fresh)  # a seed tabulated here was run here (by the predictor in quality_run)
@@ -211,8 +213,7 @@ def main() -> None:
             return "n/a"
         v = list(r["per_seed"].values())
         wall = f", {r['wall_s']:.0f} s/run" if r.get("wall_s") is not None else ""
-        return (f"{np.mean(v):.4f}" + (f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else "")
-                + f" ({len(v)} seed{'s' * (len(v) > 1)}{wall})")
+        return mean_std_text(v) + f" ({len(v)} seed{'s' * (len(v) > 1)}{wall})"
 
     def phase1(r: dict) -> str:
         return f"; phase 1 {r['predictor_wall_s']:.0f} s" if r.get("predictor_wall_s") is not None else ""

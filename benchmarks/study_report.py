@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_ablations as _ablation_axes  # noqa: E402
 import ssl_grid as _grid  # noqa: E402
 import study_architectures as _architecture_axis  # noqa: E402
-from common import command_without_note  # noqa: E402
+from common import command_without_note, mean_std_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -358,8 +358,7 @@ def _guided_dice(row: dict[str, Any] | None) -> str:
     vals = [float(v) for v in ((row or {}).get("per_seed") or {}).values()]
     if not vals:
         return _numbers(row or {}, ("dice",), fmt=".4f")
-    text = f"{np.mean(vals):.4f}" + (f" ± {np.std(vals, ddof=1):.4f}" if len(vals) > 1 else "")
-    return text + (f" ({row['wall_s']:.0f} s)" if row.get("wall_s") is not None else "")
+    return mean_std_text(vals) + (f" ({row['wall_s']:.0f} s)" if row.get("wall_s") is not None else "")
 
 
 def backbone_lines(res: dict[str, Any] | None, results: Path) -> list[str]:

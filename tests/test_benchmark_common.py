@@ -152,3 +152,11 @@ def test_regenerating_a_report_keeps_the_carried_seeds_wall_time():
     # a new seed here joins with its own wall
     grown, _ = common.carry_committed({"cps": common.seed_row({"2": 0.64, "3": 0.66}, 1000.0)}, rows)
     assert grown["cps"]["wall_per_seed"] == {"0": 1500.0, "1": 1500.0, "2": 1000.0, "3": 1000.0}
+
+
+def test_mean_std_text_gives_the_sample_spread_and_none_for_one_seed():
+    common = _common()
+    assert common.mean_std_text([0.9, 0.92, 0.94]) == "0.9200 ± 0.0200"
+    assert common.mean_std_text([0.9123]) == "0.9123"
+    assert common.mean_std_text([]) == "n/a"
+    assert common.mean_std_text([1.0, 3.0], fmt=".1f") == "2.0 ± 1.4"

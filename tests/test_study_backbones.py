@@ -53,6 +53,23 @@ def test_seeds_run_here_join_the_committed_ones_and_the_committed_predictor_is_n
     assert r["fixed_mae"] == 0.044 and "carried_predictor" not in r and r["carried_over"] == {"mt-qw": [0], "qar": [0]}
 
 
+def test_regenerating_keeps_each_seeds_wall_and_gives_none_to_a_seed_of_unknown_wall(tmp_path):
+    """Seed 0 was carried from a result that kept only a mean wall; a regenerated report must neither invent
+    a wall for it (the mean of the runs here) nor change the others: the same call twice, the same row."""
+    bb = load_bench("study_backbones")
+    quality = _quality_run(tmp_path / "q_resnet10", fixed_mae=0.05)
+    grid = _grid(tmp_path / "grid_resnet10", {"1": 0.92, "2": 0.94}, wall_s=240.0)
+    committed = _entry(0.05, {"0": 0.90, "1": 0.92, "2": 0.94})
+    for m in ("mt-qw", "qar"):
+        committed[m] |= {"wall_s": 240.0, "wall_per_seed": {"1": 240.0, "2": 240.0}}
+
+    r = bb.collect(quality, grid, ["0", "1", "2"], committed)
+
+    assert r["mt-qw"]["wall_per_seed"] == {"1": 240.0, "2": 240.0} and r["mt-qw"]["wall_s"] == 240.0
+    again = bb.collect(quality, grid, ["0", "1", "2"], {**committed, **{m: r[m] for m in ("mt-qw", "qar")}})
+    assert again["qar"] == r["qar"]
+
+
 def test_a_committed_study_result_named_as_grid_is_carried_with_the_committed_accuracy(tmp_path, monkeypatch):
     """ResNet-18's guided runs are the study grid's; in a checkout without that grid, ``GRID`` may name the
     committed ``study_ph2`` result. Its runs were judged by the committed predictor, so that accuracy is shown,
