@@ -151,7 +151,7 @@ def main() -> None:
     done_guided = [v for v in methods if is_guided(v) and methods[v].get("dice") is not None]
     best_guided = max(done_guided, key=lambda v: methods[v]["dice"]) if done_guided else None
     result = {
-        "setting": args.which, "preset": preset, "setting_overrides": setting_overrides,
+        "setting": args.which, "preset": preset, "setting_overrides": setting_overrides, "overrides": args.overrides,
         "methods": methods, "guided_vs_base": guided, "predictor": predictor, "predictor_eval": qeval,
         "best_unguided": best_unguided, "best_guided": best_guided,
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,70 @@ def architecture_lines(res: dict[str, Any] | None, results: Path) -> list[str]:
     return lines
 
 
+def protocol_overrides(res: dict[str, Any]) -> list[str]:
+    """The ``--set`` overrides that make a grid a variant of its setting's protocol: the result's own
+    ``overrides`` key, else (results written before it existed) the list its protocol string ends with."""
+    if res.get("overrides") is not None:
+        return list(res["overrides"])
+    found = re.search(r"overrides \[(.*)\]$", str(res.get("protocol", "")))
+    return re.findall(r"'([^']*)'", found.group(1)) if found else []
+
+
+def variant_files(results: Path) -> dict[str, dict[str, Any]]:
+    """``{file name: result}`` of the grids run as variants of a setting's protocol (``ssl_grid.py <setting>
+    --tag <tag>`` writes ``ssl_<setting>_<tag>.json``); the full-size study grids have their own section."""
+    out = {}
+    for s in SETTINGS:
+        for path in sorted(results.glob(f"ssl_{s}_*.json")):
+            if (res := read_result(path)) and res.get("methods"):
+                out[path.name] = res
+    return out
+
+
+def _paired_diff(row: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    """``row`` - ``other`` over the seeds both have, with the seeds; empty when they share none."""
+    a, b = (row or {}).get("per_seed") or {}, (other or {}).get("per_seed") or {}
+    both = sorted(set(a) & set(b), key=int)
+    if not both:
+        return ""
+    return f"{np.mean([a[k] - b[k] for k in both]):+.4f} (seeds {', '.join(both)})"
+
+
+def variant_lines(results: Path, data: dict[str, tuple[Path, dict[str, Any]]] | None = None) -> list[str]:
+    """One table per protocol variant: Dice of each variant over its seeds, each guided variant's paired
+    difference to its base in that grid and to the same variant of the setting's study (the default
+    protocol, from ``data``), and the result's note (what it was run for)."""
+    files = variant_files(results)
+    if not files:
+        return []
+    lines = ["", "### Protocol variants", "",
+             ("Grids run with one setting's protocol changed by the overrides shown (`benchmarks/ssl_grid.py "
+              "<setting> --tag <tag> --set ...`), to test one explanation of the main table. Test Dice ± std "
+              "over the seeds in brackets; guided - base is paired over the seeds both have.")]
+    for name, res in files.items():
+        methods = res["methods"]
+        seeds = sorted({int(k) for row in methods.values() for k in (row or {}).get("per_seed", {})})
+        overrides = ", ".join(f"`{o}`" for o in protocol_overrides(res)) or "none"
+        setting = str(res.get("setting") or name.split("_")[1])
+        study_file, study = (data or {}).get(setting, (None, {}))
+        default = (study or {}).get("methods") or {}
+        lines += ["", f"#### `{name}` (overrides {overrides}; seeds {', '.join(map(str, seeds))})", "",
+                  f"| variant | Dice | guided - base (seeds won) | vs the default protocol, paired"
+                  f"{f' (`{study_file.name}`)' if study_file else ''} |", "|---|---|---|---|"]
+        for m in _order(methods):
+            g = (res.get("guided_vs_base") or {}).get(m)
+            diff = (f"{g['diff']:+.4f} vs {g['base']} ({g['wins']}/{g['n']})" if g and g.get("diff") is not None
+                    else "")
+            lines.append(f"| {m} | {_cell(methods[m], setting.startswith('acdc'), all_seeds=True)} | {diff} | "
+                         f"{_paired_diff(methods[m], default.get(m))} |")
+        if q := ((res.get("predictor_eval") or {}).get("synthetic") or {}):
+            lines += ["", f"Its predictor (trained on that grid's labeled cases only): synthetic-mask MAE "
+                          f"{q.get('mae', float('nan')):.3f} / Spearman {q.get('spearman', float('nan')):.2f}."]
+        if res.get("note"):
+            lines += ["", f"Note: {res['note']}"]
+    return lines
+
+
 def architectures_missing(res: dict[str, Any]) -> list[str]:
     """Per setting of the architecture axis: the networks not run, and those with fewer than 3 seeds or
     without all three of SUP, the best unguided method and its guided variant."""
@@ -619,6 +684,7 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
     lines += backbone_lines(backbones, results)
     lines += ablation_lines(ablations, results)
     lines += architecture_lines(architectures, results)
+    lines += variant_lines(results, data)
 
     lines += ["", "### Not run yet", ""]
     for s in SETTINGS:
@@ -651,6 +717,9 @@ def report_lines(data: dict[str, tuple[Path, dict[str, Any]]], results: Path | N
         if res:
             lines += [f"- {EXTRA_FILES[name]} (`{name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
                       *command_lines(res)]
+    for name, res in variant_files(results).items():  # their notes are in their own section
+        lines += [f"- Protocol variant (`{name}`, commit `{str(res.get('git_commit', '?'))[:7]}`):",
+                  f"  `{command_without_note(str(res.get('command', '?')), res.get('note'))}`"]
     lines += ["- this report: `python benchmarks/study_report.py`"]
     return lines
 

@@ -286,3 +286,29 @@ def test_a_long_note_is_written_once_not_again_inside_its_command() -> None:
     # a note the command does not carry (given another way) is still shown, and the command kept whole
     assert study_report.command_lines({"command": "python x.py", "note": "n"}) == ["  `python x.py`", "  note: n"]
     assert study_report.command_lines({"command": "python x.py"}) == ["  `python x.py`"]
+
+
+def test_protocol_variants_get_a_table_paired_with_the_default_protocol(tmp_path: Path) -> None:
+    """``ssl_<setting>_<tag>.json`` (a grid with one override) is tabulated with its overrides, its own
+    guided-vs-base and each variant's paired difference to the same variant of the setting's study."""
+    seeds = ("0", "1", "2")
+    _write(tmp_path / "study_ph2.json", _result(dict(zip(seeds, (0.90, 0.91, 0.92))),
+                                                dict(zip(seeds, (0.92, 0.92, 0.92))), dict(zip(seeds, (0.92, 0.93, 0.91)))))
+    scarce = _result(dict(zip(seeds, (0.80, 0.82, 0.84))), dict(zip(seeds, (0.83, 0.84, 0.85))),
+                     dict(zip(seeds, (0.85, 0.86, 0.84))))
+    _write(tmp_path / "ssl_ph2_labeled20.json", {**scarce, "setting": "ph2", "overrides": ["data.labeled=20"],
+                                                  "note": "why it was run", "command": "python x.py --note 'why it was run'",
+                                                  "predictor_eval": {"synthetic": {"mae": 0.081, "spearman": 0.77}}})
+    # a result written before the overrides key: read from its protocol string
+    _write(tmp_path / "ssl_ph2_tau085.json", {"methods": {"mt-qw": _row({"0": 0.91})},
+                                              "protocol": "preset x; overrides ['guidance.qw_threshold=0.85']"})
+
+    text = _report(tmp_path)
+
+    assert "#### `ssl_ph2_labeled20.json` (overrides `data.labeled=20`; seeds 0, 1, 2)" in text
+    assert "| sup | 0.8200 ± 0.0100 (100 s) [3 seeds] |  | -0.0900 (seeds 0, 1, 2) |" in text
+    assert "| mt-qw | 0.8500 ± 0.0100 (100 s) [3 seeds] | +0.0100 vs mt (2/3) | -0.0700 (seeds 0, 1, 2) |" in text
+    assert "synthetic-mask MAE 0.081 / Spearman 0.77" in text and text.count("why it was run") == 1
+    assert "#### `ssl_ph2_tau085.json` (overrides `guidance.qw_threshold=0.85`; seeds 0)" in text
+    assert "| mt-qw | 0.9100 ± 0.0100 (100 s) [1 seed] |  | -0.0100 (seeds 0) |" in text
+    assert "- Protocol variant (`ssl_ph2_labeled20.json`, commit `abc1234`):" in text
