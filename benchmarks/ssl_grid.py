@@ -95,10 +95,12 @@ def main() -> None:
                         help="no training: tabulate the grid's finished runs (unfinished ones are listed as such)")
     args = parser.parse_args()
     preset, setting_overrides = SETTINGS[args.which]
+    gpu_overrides: list[str] = []
     if args.full_size:  # the preset's GPU sizes first, so that the setting and the user's --set win
         from qgseg.config import preset_gpu_overrides
 
-        setting_overrides = preset_gpu_overrides(preset) + setting_overrides
+        gpu_overrides = preset_gpu_overrides(preset)
+        setting_overrides = gpu_overrides + setting_overrides
     tag = "_".join(filter(None, ["fullsize" if args.full_size else "", args.tag]))
     stem = ("study_" if args.study else "ssl_") + args.which + (f"_{tag}" if tag else "")
     name = args.grid or f"{stem}_grid"
@@ -151,7 +153,8 @@ def main() -> None:
     done_guided = [v for v in methods if is_guided(v) and methods[v].get("dice") is not None]
     best_guided = max(done_guided, key=lambda v: methods[v]["dice"]) if done_guided else None
     result = {
-        "setting": args.which, "preset": preset, "setting_overrides": setting_overrides, "overrides": args.overrides,
+        "setting": args.which, "preset": preset, "setting_overrides": setting_overrides,
+        "overrides": gpu_overrides + args.overrides,  # how this grid differs from the setting's CPU protocol
         "methods": methods, "guided_vs_base": guided, "predictor": predictor, "predictor_eval": qeval,
         "best_unguided": best_unguided, "best_guided": best_guided,
         "best_guided_beats_best_unguided": (best_guided is not None and best_unguided is not None

@@ -19,6 +19,8 @@ hand-written and kept; a missing file is created from a short template):
 * when their files exist in the results folder: the predictor backbones (``study_backbones_ph2.json``),
   the ablations (``study_ablations_ph2.json``, one table per axis) and the architectures
   (``study_architectures.json``), each with its plot when there is one;
+* the protocol variants (``ssl_<setting>_<tag>.json``, a grid with one override such as fewer labels),
+  each paired with the same variants of the setting's default protocol;
 * the exact commands behind every number, and the parts of the study not run yet.
 """
 from __future__ import annotations
