@@ -89,7 +89,8 @@ def seed_walls(row: dict[str, Any] | None, replaced: dict[str, float] | None = N
     """``{seed: wall s}`` of a result row. A row written before ``wall_per_seed`` existed has only the mean over
     its seeds; the seeds in ``replaced`` (the same runs found here again, their walls known) are taken out of
     that mean and the rest get what remains, so regenerating a report does not pull carried seeds' walls
-    towards the runs here. (The row of a grid here gives every seed its mean: the sum stays exact.)"""
+    towards the runs here. (A grid tabulated before comparison.json kept `wall_per_seed` gives every seed its
+    mean: the sum stays exact.)"""
     row, replaced = row or {}, replaced or {}
     if row.get("wall_per_seed"):
         return {str(k): float(w) for k, w in row["wall_per_seed"].items()}
@@ -115,8 +116,10 @@ def grid_rows(grid: Path, variants: list[str], seeds: list[str] | None = None) -
     for v in variants:
         r = methods.get(v) or {}
         per_seed = {k: float(x) for k, x in r.get("per_seed", {}).items() if seeds is None or k in seeds}
+        # each run's own wall (grids tabulated before comparison.json kept it give every seed the mean)
+        walls = {str(k): float(w) for k, w in (r.get("wall_per_seed") or {}).items() if str(k) in per_seed}
         if per_seed:
-            out[v] = seed_row(per_seed, r.get("wall_s"))
+            out[v] = seed_row(per_seed, r.get("wall_s"), walls if len(walls) == len(per_seed) else None)
     return out
 
 

@@ -115,7 +115,7 @@ def aggregate(results: dict[tuple[str, int], dict[str, Any] | None], variants: S
     methods: dict[str, Any] = {}
     unit = None
     for v in variants:
-        per_seed, hd95, wall, per_class = {}, [], [], {}
+        per_seed, hd95, wall, per_class = {}, [], {}, {}
         failed = [s for s in seeds if (v, s) in results and results[(v, s)] is None]
         for s in seeds:
             r = results.get((v, s))
@@ -126,13 +126,14 @@ def aggregate(results: dict[tuple[str, int], dict[str, Any] | None], variants: S
             per_seed[s] = float(test["mean_foreground"]["dice"]["mean"])
             hd95.append(test["mean_foreground"]["hd95"]["mean"])
             if r.get("wall_s") is not None:
-                wall.append(float(r["wall_s"]))
+                wall[s] = float(r["wall_s"])
             for cls, stats in test.get("classes", {}).items():
                 per_class.setdefault(cls, []).append(float(stats["dice"]["mean"]))
         dice, dice_std = _mean_std(list(per_seed.values()))
         hd, hd_std = _mean_std(hd95)
         methods[v] = {"dice": dice, "dice_std": dice_std, "hd95": hd, "hd95_std": hd_std,
-                      "wall_s": _mean_std(wall)[0], "seeds": sorted(per_seed), "per_seed": per_seed,
+                      "wall_s": _mean_std(list(wall.values()))[0], "wall_per_seed": wall,
+                      "seeds": sorted(per_seed), "per_seed": per_seed,
                       "per_class": {c: dict(zip(("dice", "dice_std"), _mean_std(vals)))
                                     for c, vals in per_class.items()},
                       "failed": failed, "guided": is_guided(v)}

@@ -20,11 +20,11 @@ def _common():
     return load_bench("common")
 
 
-def _run(grid: Path, name: str, dice: float) -> None:
+def _run(grid: Path, name: str, dice: float, wall_s: float = 10.0) -> None:
     run = grid / "runs" / name
     run.mkdir(parents=True)
     (run / "result.json").write_text(json.dumps({
-        "best_val_dice": dice, "wall_s": 10.0,
+        "best_val_dice": dice, "wall_s": wall_s,
         "test": {"unit": "pixels", "n": 3,
                  "mean_foreground": {"dice": {"mean": dice, "std": 0.1}, "hd95": {"mean": 5.0, "std": 1.0}},
                  "classes": {"lesion": {"dice": {"mean": dice, "std": 0.1}}}}}))
@@ -160,3 +160,18 @@ def test_mean_std_text_gives_the_sample_spread_and_none_for_one_seed():
     assert common.mean_std_text([0.9123]) == "0.9123"
     assert common.mean_std_text([]) == "n/a"
     assert common.mean_std_text([1.0, 3.0], fmt=".1f") == "2.0 ± 1.4"
+
+
+def test_grid_rows_keep_each_runs_wall_and_average_only_the_seeds_asked_for(tmp_path):
+    common = _common()
+    grid = tmp_path / "grid"
+    for name, dice, wall in (("qar_s0", 0.90, 100.0), ("qar_s1", 0.92, 300.0), ("qar_s2", 0.94, 800.0)):
+        _run(grid, name, dice, wall)
+    common.refresh_comparison(grid, ["qar"])
+    rows = common.grid_rows(grid, ["qar"], ["1", "2"])
+    assert rows["qar"]["wall_per_seed"] == {"1": 300.0, "2": 800.0} and rows["qar"]["wall_s"] == 550.0
+    # a comparison.json written before it kept per-seed walls: every seed gets the grid's mean
+    table = json.loads((grid / "comparison.json").read_text())
+    del table["methods"]["qar"]["wall_per_seed"]
+    (grid / "comparison.json").write_text(json.dumps(table))
+    assert common.grid_rows(grid, ["qar"], ["1"])["qar"]["wall_s"] == 400.0

@@ -51,6 +51,7 @@ def test_aggregate_by_hand():
     assert sup["dice"] == pytest.approx(0.82) and sup["dice_std"] == pytest.approx(0.02)  # sample std
     assert sup["hd95"] == pytest.approx(5.0) and sup["hd95_std"] == pytest.approx(1.0)
     assert sup["wall_s"] == pytest.approx(20.0) and sup["seeds"] == [0, 1, 2] and sup["failed"] == []
+    assert sup["wall_per_seed"] == {0: 10.0, 1: 20.0, 2: 30.0}  # each run's own wall, not only their mean
     assert t["methods"]["mt-qw"]["seeds"] == [0, 1] and t["methods"]["qar"]["failed"] == [1]
     assert t["methods"]["qar"]["seeds"] == [0, 2] and t["methods"]["qar"]["per_seed"] == {0: 0.85, 2: 0.83}
     assert set(t["guided_vs_base"]) == {"mt-qw", "qar"}
