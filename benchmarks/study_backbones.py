@@ -24,12 +24,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, mean_std_text, qgseg_cli,  # noqa: E402
-                    refresh_comparison, write_result)
+from common import (DEFAULT_DATA_ROOT, carry_committed, committed_result, grid_rows, mean_std_text,  # noqa: E402
+                    qgseg_cli, refresh_comparison, seed_row, write_result)
 
 OUT_NAME = "study_backbones_ph2"
 RESNETS = {"resnet10": 10, "resnet18": 18, "resnet34": 34}
@@ -58,20 +59,22 @@ def predictor_accuracy(quality_run: Path) -> dict | None:
             "synthetic_spearman": syn["spearman"]}
 
 
-def guided_per_seed(grid: Path) -> tuple[dict[str, dict[str, float]], dict[str, float], bool]:
-    """``({method: {seed: test Dice}}, {method: wall s per run}, ran_here)`` of MT-QW and QAR: from a
-    ``qgseg compare`` grid here, or, when ``grid`` names a committed result instead (e.g. ``study_ph2``,
-    whose grid guided by the default ResNet-18 is not in this checkout), from that file ({} when neither
-    exists)."""
+def guided_per_seed(grid: Path, seeds: list[str] | None) -> tuple[dict[str, dict[str, Any]], bool]:
+    """``({method: seed_row}, ran_here)`` of MT-QW and QAR on ``seeds`` (None: all): from a ``qgseg compare``
+    grid here (each run's own wall when its comparison.json keeps them), or, when ``grid`` names a committed
+    result instead (e.g. ``study_ph2``, whose grid guided by the default ResNet-18 is not in this checkout),
+    from that file ({} when neither exists)."""
     if (grid / "comparison.json").is_file():
-        methods, here = json.loads((grid / "comparison.json").read_text())["methods"], True
-    elif "/" not in str(grid) and (result := committed_result(str(grid))):
-        methods, here = result.get("methods") or {}, False
-    else:
-        return {}, {}, False
-    walls = {m: float(w) for m in METHODS if (w := (methods.get(m) or {}).get("wall_s")) is not None}
-    return ({m: {k: float(v) for k, v in ((methods.get(m) or {}).get("per_seed") or {}).items()} for m in METHODS},
-            walls, here)
+        return grid_rows(grid, list(METHODS), seeds), True
+    if "/" in str(grid) or not (result := committed_result(str(grid))):
+        return {}, False
+    rows = {}
+    for m in METHODS:
+        r = (result.get("methods") or {}).get(m) or {}
+        per_seed = {k: float(v) for k, v in (r.get("per_seed") or {}).items() if seeds is None or k in seeds}
+        if per_seed:
+            rows[m] = seed_row(per_seed, r.get("wall_s"))
+    return rows, False
 
 
 def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: dict | None = None) -> dict:
@@ -84,7 +87,7 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     runs). When runs made here join committed seeds judged by a predictor of other accuracy (a retrained
     one), that predictor's accuracy is kept under ``carried_predictor``."""
     committed = committed or {}
-    found, walls, ran_here = guided_per_seed(grid)
+    found, ran_here = guided_per_seed(grid, seeds)
     here_acc = predictor_accuracy(quality_run)
     old_acc = {k: committed[k] for k in ACCURACY if k in committed}
     if here_acc is None and not old_acc:
@@ -93,11 +96,11 @@ def collect(quality_run: Path, grid: Path, seeds: list[str] | None, committed: d
     # the folders behind the numbers: here when runs were made here, else the committed ones
     out = {"quality_run": str(quality_run), "grid": str(grid)} if ran_here or "quality_run" not in committed else \
         {"quality_run": committed["quality_run"], "grid": committed.get("grid")}
-    new = {m: {k: v for k, v in found.get(m, {}).items() if seeds is None or k in seeds} for m in METHODS}
+    new = {m: (found.get(m) or {}).get("per_seed", {}) for m in METHODS}
     # seeds from a committed study result named as the grid were not recomputed here either: they carry too
-    fresh = {m: {"per_seed": p, "wall_s": walls.get(m)} for m, p in new.items() if p and ran_here}
+    fresh = found if ran_here else {}
     old = {m: {"per_seed": {**((committed.get(m) or {}).get("per_seed") or {}), **({} if ran_here else new[m])},
-               "wall_s": (committed.get(m) or {}).get("wall_s") if ran_here else walls.get(m),
+               "wall_s": (committed.get(m) or {}).get("wall_s") if ran_here else (found.get(m) or {}).get("wall_s"),
                # the committed seeds' own walls: without them a seed of unknown wall would get the mean
                **({"wall_per_seed": (committed.get(m) or {}).get("wall_per_seed")} if ran_here else {})}
            for m in METHODS}

@@ -486,13 +486,17 @@ def variant_files(results: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _paired_diff(row: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
-    """``row`` - ``other`` over the seeds both have, with the seeds; empty when they share none."""
+def common_seed_diff(row: dict[str, Any] | None, other: dict[str, Any] | None) -> tuple[float, list[str]] | None:
+    """Mean of ``row`` - ``other`` over the seeds both have, and those seeds; None when they share none."""
     a, b = (row or {}).get("per_seed") or {}, (other or {}).get("per_seed") or {}
     both = sorted(set(a) & set(b), key=int)
-    if not both:
-        return ""
-    return f"{np.mean([a[k] - b[k] for k in both]):+.4f} (seeds {', '.join(both)})"
+    return (float(np.mean([a[k] - b[k] for k in both])), both) if both else None
+
+
+def _paired_diff(row: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    """``row`` - ``other`` over the seeds both have, with the seeds; empty when they share none."""
+    found = common_seed_diff(row, other)
+    return f"{found[0]:+.4f} (seeds {', '.join(found[1])})" if found else ""
 
 
 def variant_lines(results: Path, data: dict[str, tuple[Path, dict[str, Any]]] | None = None) -> list[str]:
@@ -601,10 +605,9 @@ def best_vs_best_table(data: dict[str, tuple[Path, dict[str, Any]]]) -> list[str
         if bu and bg:
             d = methods[bg]["dice"] - methods[bu]["dice"]
             pu, pg = (methods[v].get("per_seed") or {} for v in (bu, bg))
-            common = sorted(set(pu) & set(pg), key=int)
             paired = ""
-            if set(pu) != set(pg) and common:
-                du = float(np.mean([pg[k] - pu[k] for k in common]))
+            if set(pu) != set(pg) and (found := common_seed_diff(methods[bg], methods[bu])):
+                du, common = found
                 paired = f"{du:+.4f} on seed{'s' * (len(common) > 1)} {', '.join(common)}"
             lines.append(f"| {SETTING_TITLES[s]} | {bu} {methods[bu]['dice']:.4f} ({len(pu)}) | {bg} "
                          f"{methods[bg]['dice']:.4f} ({len(pg)}) | {d:+.4f} | {_goal(d, min(len(pu), len(pg)))} | "
